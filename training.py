@@ -1,0 +1,512 @@
+"""Training plumbing shared by every script of the collection.
+
+A script keeps its hyperparameters, its model and its optimizer; this module
+gives it the rest, the same way for all of them:
+
+- `parse_args`: the script's top block of `NAME = value  # comment` constants
+  becomes command-line flags (`--name`, help from the comment), plus the flags
+  every script has (`--data-dir`, `--subset`, `--seed`, `--output-dir`,
+  `--resume`, `--val-split`, `--verbose`);
+- preprocessing inside the model (`Standardize`) and ImageDataGenerator-style
+  augmentation with Keras preprocessing layers (`augmentation`), so a
+  checkpoint takes raw uint8 pixels and augments batched on the accelerator;
+- `prepare_data`: subset and validation split;
+- `train`: fit with schedule, resumption, best/final `.h5` checkpoints, CSV
+  history, plot, TensorBoard logs and a JSON summary; then the test score.
+"""
+
+import argparse
+import ast
+import csv
+import importlib.util
+import io
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+import tokenize
+
+import numpy as np
+
+import keras
+from keras import layers
+
+import load_data
+
+COMMON_FLAGS_HELP = {
+    "data_dir": "folder holding the data (default: $CIFAR_DATA_DIR, then ~/.keras/datasets)",
+    "subset": "train on the first N training images only (quick runs)",
+    "seed": "random seed for weights, shuffling and augmentation",
+    "output_dir": "where checkpoints, history, plot, logs and summary go",
+    "resume": "continue an interrupted run from its last finished epoch",
+}
+
+
+class UsageError(Exception):
+    """A bad value on the command line or in the hyperparameters."""
+
+
+# --------------------------------------------------------------------------
+# Hyperparameters and command line
+# --------------------------------------------------------------------------
+
+def hyperparameters(script_path):
+    """The script's top-level `NAME = literal  # comment` lines, in order, as
+    (name, default, comment). The comment is the flag's help."""
+    with open(script_path, encoding="utf-8") as f:
+        source = f.read()
+    comments = {}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = tok.string.lstrip("#").strip()
+    found = []
+    for node in ast.parse(source).body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)):
+            continue
+        name = node.targets[0].id
+        if not name.isupper() or node.end_lineno not in comments:
+            continue
+        try:
+            value = ast.literal_eval(node.value)
+        except ValueError:
+            continue
+        found.append((name, value, comments[node.end_lineno]))
+    return found
+
+
+def _parse_literal(text):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_args(script_path, description, argv=None, choices=None, extra=None):
+    """Flags for every hyperparameter of the script, plus the common ones.
+    `choices` maps a hyperparameter name to its allowed values; `extra(parser)`
+    adds script-specific flags that are not hyperparameters."""
+    choices = choices or {}
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    group = parser.add_argument_group("hyperparameters (edit them at the top of the script)")
+    for name, value, comment in hyperparameters(script_path):
+        flag = "--" + name.lower().replace("_", "-")
+        kwargs = dict(default=value, help=comment, dest=name.lower())
+        if isinstance(value, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif isinstance(value, (int, float)):
+            kwargs["type"] = type(value)
+            kwargs["metavar"] = "N" if isinstance(value, int) else "X"
+        elif isinstance(value, (list, tuple, dict)) or value is None:
+            kwargs["type"] = _parse_literal
+        if name in choices:
+            kwargs["choices"] = choices[name]
+        group.add_argument(flag, **kwargs)
+    common = parser.add_argument_group("every script")
+    common.add_argument("--data-dir", default=None, help=COMMON_FLAGS_HELP["data_dir"])
+    common.add_argument("--subset", type=int, default=0, metavar="N", help=COMMON_FLAGS_HELP["subset"])
+    common.add_argument("--seed", type=int, default=0, help=COMMON_FLAGS_HELP["seed"])
+    common.add_argument("--output-dir", default="saved_models", help=COMMON_FLAGS_HELP["output_dir"])
+    common.add_argument("--resume", action="store_true", help=COMMON_FLAGS_HELP["resume"])
+    common.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
+                        help="Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
+    if extra:
+        extra(parser)
+    args = parser.parse_args(argv)
+    if args.subset < 0:
+        parser.error(f"--subset must be 0 (all) or a positive number, got {args.subset}")
+    if hasattr(args, "val_split") and not 0 <= args.val_split < 1:
+        parser.error(f"--val-split must be in [0, 1), got {args.val_split}")
+    return args
+
+
+def setup(args):
+    """Seed everything (weights, shuffling, augmentation) before a model is built."""
+    keras.utils.set_random_seed(args.seed)
+
+
+def run(main):
+    """Run a script's main(); a bad input is one line on stderr, exit 1."""
+    try:
+        sys.exit(main())
+    except (load_data.DataError, UsageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------
+# Preprocessing and augmentation inside the model
+# --------------------------------------------------------------------------
+
+@keras.saving.register_keras_serializable(package="cifar_collection")
+class Standardize(layers.Layer):
+    """(x - mean) / std with constants fixed at build time: ÷255, per-pixel
+    mean subtraction or per-channel standardisation, saved in the model's
+    config so a checkpoint takes raw pixels. Adds no weights."""
+
+    def __init__(self, mean=0.0, std=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = np.asarray(mean, "float32")
+        self.std = np.asarray(std, "float32")
+        if np.any(self.std <= 0):
+            raise ValueError("Standardize: std must be positive")
+
+    def call(self, inputs):
+        x = keras.ops.cast(inputs, self.compute_dtype)
+        return (x - keras.ops.cast(self.mean, x.dtype)) * keras.ops.cast(1.0 / self.std, x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+
+def rescale():
+    """Pixels to [0, 1]."""
+    return Standardize(0.0, 255.0, name="rescale")
+
+
+def pixel_mean(x_train):
+    """Pixels to [0, 1] minus the training set's per-pixel mean (the Keras
+    ResNet example's `subtract_pixel_mean`)."""
+    mean = x_train.astype("float64").mean(axis=0)
+    return Standardize(mean, 255.0, name="subtract_pixel_mean")
+
+
+def channel_mean(mean, std=1.0):
+    """Per-channel mean subtraction (and optional division) on raw pixels."""
+    return Standardize(mean, std, name="subtract_channel_mean")
+
+
+def augmentation(rotation_range=0.0, width_shift_range=0.0, height_shift_range=0.0,
+                 zoom_range=0.0, horizontal_flip=False, vertical_flip=False,
+                 fill_mode="nearest", cval=0.0, seed=None):
+    """ImageDataGenerator's knobs, same names and meanings, as Keras
+    preprocessing layers that act only in training (identity at inference):
+
+    rotation_range: degrees, uniform in [-r, r];
+    width_shift_range / height_shift_range: fraction of width / height;
+    zoom_range: z, zoom factors uniform in [1 - z, 1 + z] per axis;
+    horizontal_flip / vertical_flip: random mirror left-right / top-bottom;
+    fill_mode: 'constant', 'nearest', 'reflect' or 'wrap'; cval: the constant.
+    Returns a list of layers (empty when nothing is on)."""
+    if fill_mode not in ("constant", "nearest", "reflect", "wrap"):
+        raise UsageError(f"fill_mode must be constant, nearest, reflect or wrap, got {fill_mode!r}")
+    fill = dict(fill_mode=fill_mode, fill_value=cval, seed=seed)
+    out = []
+    if horizontal_flip or vertical_flip:
+        mode = {(True, False): "horizontal", (False, True): "vertical",
+                (True, True): "horizontal_and_vertical"}[(bool(horizontal_flip), bool(vertical_flip))]
+        out.append(layers.RandomFlip(mode, seed=seed, name="random_flip"))
+    if rotation_range:
+        out.append(layers.RandomRotation(rotation_range / 360.0, name="random_rotation", **fill))
+    if zoom_range:
+        out.append(layers.RandomZoom((-zoom_range, zoom_range), (-zoom_range, zoom_range),
+                                     name="random_zoom", **fill))
+    if width_shift_range or height_shift_range:
+        out.append(layers.RandomTranslation(height_shift_range, width_shift_range,
+                                            name="random_translation", **fill))
+    return out
+
+
+def preprocess(inputs, normalization, augment_layers):
+    """Normalise, then augment (as the seeds did: their generator saw
+    normalised images, so a constant fill of 0 is the mean)."""
+    x = normalization(inputs) if normalization is not None else inputs
+    for layer in augment_layers:
+        x = layer(x)
+    return x
+
+
+# --------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------
+
+def prepare_data(args, loader=None):
+    """Load (CIFAR-10 unless `loader` says otherwise), take `--subset`, split
+    off `--val-split` of the training images.
+    Returns (train, validation, test, how validation is done)."""
+    (x_train, y_train), (x_test, y_test) = (loader or load_data.load_data)(args.data_dir)
+    if args.subset:
+        x_train, y_train = x_train[:args.subset], y_train[:args.subset]
+    val_split = getattr(args, "val_split", 0.0)
+    if val_split:
+        n_val = int(round(len(x_train) * val_split))
+        if n_val < 1 or n_val >= len(x_train):
+            raise UsageError(f"--val-split {val_split} leaves no training or no validation images")
+        val = (x_train[-n_val:], y_train[-n_val:])
+        x_train, y_train = x_train[:-n_val], y_train[:-n_val]
+        how = f"held-out last {val_split:.0%} of the training images ({n_val})"
+    else:
+        val = (x_test, y_test)
+        how = "test set (as the seed does)"
+    return (x_train, y_train), val, (x_test, y_test), how
+
+
+def one_hot(y, num_classes):
+    return keras.utils.to_categorical(np.ravel(y), num_classes)
+
+
+# --------------------------------------------------------------------------
+# Learning-rate schedules: pure functions of the epoch
+# --------------------------------------------------------------------------
+
+def step_schedule(base_lr, steps):
+    """lr = base_lr * factor of the last step whose epoch has passed.
+    `steps`: [(after_epoch, factor), ...]; epochs are 0-based as Keras
+    passes them, so (80, 0.1) applies from the 81st epoch."""
+    steps = sorted(steps)
+
+    def schedule(epoch, lr=None):
+        factor = 1.0
+        for after, f in steps:
+            if epoch >= after:
+                factor = f
+        return float(base_lr * factor)
+    return schedule
+
+
+# --------------------------------------------------------------------------
+# Callbacks
+# --------------------------------------------------------------------------
+
+def save_h5(model, path, class_names):
+    """An .h5 checkpoint (no optimizer state: resumption has its own) with the
+    class names stored beside the model."""
+    import h5py
+    model.save(path, include_optimizer=False)
+    with h5py.File(path, "a") as f:
+        f.attrs["class_names"] = json.dumps(list(class_names))
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the model when `monitor` improves, to a path that may contain
+    `{epoch:03d}` (the seeds' naming). Watches 'val_accuracy', the name Keras
+    logs (the seeds watched 'val_acc', which never appears)."""
+
+    def __init__(self, path_template, class_names, monitor="val_accuracy", best=-np.inf):
+        super().__init__()
+        self.path_template, self.class_names = path_template, class_names
+        self.monitor, self.best, self.saved = monitor, best, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise UsageError(f"cannot checkpoint on {self.monitor!r}: Keras logged only {sorted(logs or {})}")
+        if value > self.best:
+            self.best = float(value)
+            path = self.path_template.format(epoch=epoch + 1)
+            save_h5(self.model, path, self.class_names)
+            self.saved.append(path)
+
+
+class Throughput(keras.callbacks.Callback):
+    """Training images/s, timing only the training part of each epoch."""
+
+    def __init__(self, n_images):
+        super().__init__()
+        self.n_images, self.epoch_seconds = n_images, []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._train_end = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):
+        if self._train_end is None:
+            self._train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        end = self._train_end or time.perf_counter()
+        self.epoch_seconds.append(end - self._start)
+
+    def images_per_second(self):
+        """Steady state: the first epoch (compilation) is left out when there
+        are others."""
+        seconds = self.epoch_seconds[1:] or self.epoch_seconds
+        return self.n_images * len(seconds) / sum(seconds) if seconds else None
+
+
+def _resume_epoch(backup_dir):
+    try:
+        with open(os.path.join(backup_dir, "training_metadata.json")) as f:
+            return int(json.load(f)["epoch"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _trim_history(csv_path, epochs_done):
+    """Keep the history rows of finished, backed-up epochs only, so a resumed
+    run neither loses nor repeats an epoch. Returns the rows kept."""
+    if not os.path.isfile(csv_path):
+        return []
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    kept = [r for r in rows if int(r["epoch"]) < epochs_done]
+    with open(csv_path, "w", newline="") as f:
+        if rows:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+            writer.writeheader()
+            writer.writerows(kept)
+    return kept
+
+
+def make_callbacks(args, paths, n_train, class_names, schedule, best_so_far, extra=()):
+    """The callbacks of every run. BackupAndRestore comes last so that an
+    epoch counts as done only once its history row and checkpoint exist."""
+    cbs = []
+    if schedule is not None:
+        cbs.append(keras.callbacks.LearningRateScheduler(schedule))
+    cbs += list(extra)
+    cbs += [
+        keras.callbacks.TerminateOnNaN(),
+        Throughput(n_train),
+        keras.callbacks.CSVLogger(paths["history"], append=True),
+        BestCheckpoint(paths["best"], class_names, best=best_so_far),
+    ]
+    if all(importlib.util.find_spec(m) for m in ("tensorflow", "tensorboard")):  # it writes with tf.summary
+        cbs.append(keras.callbacks.TensorBoard(paths["logs"]))
+    cbs.append(keras.callbacks.BackupAndRestore(paths["backup"]))
+    return cbs
+
+
+# --------------------------------------------------------------------------
+# Plot and summary
+# --------------------------------------------------------------------------
+
+def plot_history(csv_path, png_path, title):
+    """Accuracy and loss curves, training against validation."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        for key, label in ((metric, "training"), ("val_" + metric, "validation")):
+            if key in rows[0]:
+                ax.plot(epochs, [float(r[key]) for r in rows], marker=".", label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return png_path
+
+
+def device_description():
+    """The accelerator (or CPU) the backend computes on, for the summary."""
+    backend = keras.backend.backend()
+    try:
+        if backend == "torch":
+            import torch
+            return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+        devices = keras.distribution.list_devices()
+        if backend == "jax":
+            import jax
+            devices = [d.device_kind for d in jax.devices()]
+        return ", ".join(devices)
+    except Exception as e:  # the summary must never fail the run
+        return f"unknown ({e})"
+
+
+def library_versions():
+    versions = {"python": platform.python_version(), "keras": keras.__version__, "numpy": np.__version__}
+    backend = keras.backend.backend()
+    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend)
+    if module:
+        versions[module] = __import__(module).__version__
+    return versions
+
+
+# --------------------------------------------------------------------------
+# The training run
+# --------------------------------------------------------------------------
+
+def train(model, args, data, *, name, class_names, batch_size, epochs, schedule=None,
+          best_template=None, final_name=None, history_name=None, extra_callbacks=(),
+          validation_note=""):
+    """Fit a compiled model and write everything a run produces into
+    `args.output_dir`. `data` is prepare_data()'s (train, val, test, how).
+    Returns the summary dict (also written as JSON)."""
+    (x_train, y_train), (x_val, y_val), (x_test, y_test), how = data
+    num_classes = len(class_names)
+    out = args.output_dir
+    os.makedirs(out, exist_ok=True)
+    paths = {
+        "best": os.path.join(out, best_template or f"{name}_best.h5"),
+        "final": os.path.join(out, final_name or f"{name}_final.h5"),
+        "history": os.path.join(out, history_name or f"{name}_history.csv"),
+        "plot": os.path.join(out, f"{name}_history.png"),
+        "summary": os.path.join(out, f"{name}_summary.json"),
+        "logs": os.path.join(out, "logs", name),
+        "backup": os.path.join(out, f".{name}_resume"),
+    }
+
+    best_so_far = -np.inf
+    if args.resume and os.path.isdir(paths["backup"]):
+        done = _resume_epoch(paths["backup"])
+        kept = _trim_history(paths["history"], done)
+        best_so_far = max((float(r["val_accuracy"]) for r in kept if r.get("val_accuracy")), default=-np.inf)
+        print(f"Resuming {name} after epoch {done} of {epochs} from {paths['backup']}")
+    else:
+        if args.resume:
+            print(f"Nothing to resume in {paths['backup']}: starting from epoch 1")
+        shutil.rmtree(paths["backup"], ignore_errors=True)
+        for stale in ("history",):
+            if os.path.exists(paths[stale]):
+                os.remove(paths[stale])
+
+    callbacks = make_callbacks(args, paths, len(x_train), class_names, schedule, best_so_far,
+                               extra=extra_callbacks)
+    throughput = next(cb for cb in callbacks if isinstance(cb, Throughput))
+    checkpoint = next(cb for cb in callbacks if isinstance(cb, BestCheckpoint))
+    start = time.perf_counter()
+    try:
+        model.fit(x_train, one_hot(y_train, num_classes), batch_size=batch_size, epochs=epochs,
+                  validation_data=(x_val, one_hot(y_val, num_classes)), shuffle=True,
+                  callbacks=callbacks, verbose=args.verbose)
+    except KeyboardInterrupt:
+        print(f"\nInterrupted. Finished epochs are kept in {paths['backup']}; "
+              f"continue with the same command and --resume.", file=sys.stderr)
+        raise
+    wall = time.perf_counter() - start
+    save_h5(model, paths["final"], class_names)
+
+    test_loss, test_acc = model.evaluate(x_test, one_hot(y_test, num_classes),
+                                         batch_size=max(batch_size, 256), verbose=0)
+    plot_history(paths["history"], paths["plot"], f"{name}: test accuracy {test_acc:.4f}")
+    with open(paths["history"], newline="") as f:
+        epochs_run = sum(1 for _ in csv.DictReader(f))
+    summary = {
+        "model": name,
+        "parameters": int(model.count_params()),
+        "trainable_parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        "test_loss": float(test_loss),
+        "test_accuracy": float(test_acc),
+        "best_val_accuracy": None if checkpoint.best == -np.inf else checkpoint.best,
+        "epochs_run": epochs_run,
+        "epochs_this_session": len(throughput.epoch_seconds),
+        "optimizer_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        "wall_time_s": round(wall, 2),
+        "train_images_per_s": throughput.images_per_second(),
+        "train_images": int(len(x_train)),
+        "validation": how + (f"; {validation_note}" if validation_note else ""),
+        "backend": keras.backend.backend(),
+        "device": device_description(),
+        "versions": library_versions(),
+        "seed": args.seed,
+        "hyperparameters": {k: v for k, v in sorted(vars(args).items())},
+        "files": {k: v for k, v in paths.items() if k != "backup"},
+        "best_checkpoints": checkpoint.saved,
+    }
+    with open(paths["summary"], "w") as f:
+        json.dump(summary, f, indent=2, default=str)
+    print(f"Test accuracy: {test_acc:.4f}  (loss {test_loss:.4f}); "
+          f"{summary['train_images_per_s'] or 0:.0f} training images/s; outputs in {out}")
+    return summary
