@@ -274,8 +274,15 @@ def step_schedule(base_lr, steps):
 def save_h5(model, path, class_names):
     """An .h5 checkpoint (no optimizer state: resumption has its own) with the
     class names stored beside the model."""
+    import logging
     import h5py
-    model.save(path, include_optimizer=False)
+    absl = logging.getLogger("absl")  # silence Keras's "HDF5 is legacy" notice
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        model.save(path, include_optimizer=False)
+    finally:
+        absl.setLevel(level)
     with h5py.File(path, "a") as f:
         f.attrs["class_names"] = json.dumps(list(class_names))
 
