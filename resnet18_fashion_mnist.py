@@ -1,0 +1,107 @@
+"""ResNet-18 on Fashion-MNIST (and, with --stem cifar --dataset cifar10, on CIFAR-10).
+
+The seed's ResNet-18: a 7x7 stride-2 convolution with 64 filters, batch norm,
+ReLU and a 3x3 stride-2 max-pool; four stages of two basic residual blocks
+(64, 128, 256, 512 filters, a 1x1 stride-2 projection where a stage changes);
+global average pooling; Dense 10. Its convolutions have biases, as the seed's
+do. Images are resized to RESIZE x RESIZE inside the model, so checkpoints
+take the data set's own 28x28 grayscale (or 32x32 RGB) uint8 images.
+
+`--stem cifar` swaps the stem for a 3x3 stride-1 convolution without max-pool
+and keeps the input at its own size (the usual CIFAR variant).
+
+    python resnet18_fashion_mnist.py                       # the seed: 5 epochs
+    python resnet18_fashion_mnist.py --stem cifar --dataset cifar10
+    python predict.py saved_models/fashion_mnist_resnet18_final.h5 shoe.png
+"""
+
+import keras
+from keras import layers
+
+import load_data
+import training
+
+# Hyperparameters (each can be overridden on the command line: --epochs 5).
+DATASET = "fashion_mnist"  # fashion_mnist or cifar10
+STEM = "imagenet"  # imagenet (7x7/2 conv + max-pool, the seed's) or cifar (3x3/1 conv, no pool)
+RESIZE = 96  # imagenet stem: images are resized to RESIZE x RESIZE inside the model (0: keep)
+EPOCHS = 5  # passes over the training images
+BATCH_SIZE = 64  # images per gradient step
+LEARNING_RATE = 1e-3  # Adam's learning rate
+HORIZONTAL_FLIP = False  # random left-right mirror (the seed has no augmentation)
+VAL_SPLIT = 0.0  # fraction of training images held out for validation (0: the test set, as the seed)
+
+STAGES = (64, 128, 256, 512)
+DATASETS = {  # name: (loader, input shape, class names)
+    "fashion_mnist": (load_data.load_fashion_mnist, (28, 28, 1), load_data.FASHION_MNIST_CLASSES),
+    "cifar10": (load_data.load_data, (32, 32, 3), load_data.CIFAR10_CLASSES),
+}
+
+
+def residual_block(x, filters, strides=1, projection=False):
+    """Basic block: conv3x3-BN-ReLU, conv3x3-BN, plus the shortcut, ReLU."""
+    y = layers.Conv2D(filters, 3, strides=strides, padding="same")(x)
+    y = layers.BatchNormalization()(y)
+    y = layers.Activation("relu")(y)
+    y = layers.Conv2D(filters, 3, padding="same")(y)
+    y = layers.BatchNormalization()(y)
+    if projection:
+        x = layers.Conv2D(filters, 1, strides=strides)(x)
+    return layers.Activation("relu")(layers.add([x, y]))
+
+
+def build_model(stem=STEM, input_shape=(28, 28, 1), resize=RESIZE, num_classes=10, augment=None):
+    """An uncompiled ResNet-18 taking raw uint8 images of `input_shape`."""
+    if stem not in ("imagenet", "cifar"):
+        raise training.UsageError(f"stem must be imagenet or cifar, got {stem!r}")
+    inputs = keras.Input(input_shape, name="image")
+    x = training.preprocess(inputs, training.rescale(), training.augmentation(**(augment or {})))
+    if stem == "imagenet":
+        if resize:
+            x = layers.Resizing(resize, resize, name="resize")(x)
+        x = layers.Conv2D(64, 7, strides=2, padding="same")(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+        x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
+    else:
+        x = layers.Conv2D(64, 3, padding="same")(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+    for stage, filters in enumerate(STAGES):
+        for block in range(2):
+            first = stage > 0 and block == 0
+            x = residual_block(x, filters, strides=2 if first else 1, projection=first)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="resnet18")
+
+
+def main(argv=None):
+    args = training.parse_args(__file__, __doc__.splitlines()[0], argv,
+                               choices={"DATASET": tuple(DATASETS), "STEM": ("imagenet", "cifar")})
+    training.setup(args)
+
+    # Data (Fashion-MNIST's (N, 28, 28) images get their channel axis)
+    loader, input_shape, class_names = DATASETS[args.dataset]
+
+    def load(data_dir):
+        (x, y), (xt, yt) = loader(data_dir)
+        return (x.reshape((-1,) + input_shape), y), (xt.reshape((-1,) + input_shape), yt)
+    data = training.prepare_data(args, loader=load)
+
+    # Model
+    augment = dict(horizontal_flip=args.horizontal_flip)
+    model = build_model(args.stem, input_shape, args.resize, len(class_names), augment)
+    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
+                  loss="categorical_crossentropy", metrics=["accuracy"])
+    model.summary()
+
+    # Training and evaluation
+    name = f"{args.dataset}_resnet18" + ("_cifarstem" if args.stem == "cifar" else "")
+    training.train(model, args, data, name=name, class_names=class_names,
+                   batch_size=args.batch_size, epochs=args.epochs)
+    return 0
+
+
+if __name__ == "__main__":
+    training.run(main)

@@ -1,0 +1,209 @@
+"""ResNet v1 and v2 on CIFAR-10, after Keras's classic example (cifar10_resnet).
+
+  v1  depth 6n+2 (20, 32, 44, 56, 110): stacks of two 3x3 conv-BN-ReLU layers
+  v2  depth 9n+2 (56, 110, 164): pre-activation bottleneck blocks (BN-ReLU-conv)
+3x3 convolutions with he_normal and L2 1e-4, batch norm, 1x1 projection shortcuts
+where a stage changes, 8x8 average pooling, Dense softmax. Per-pixel mean
+subtraction lives inside the model, so checkpoints take raw uint8 RGB images.
+
+Two recipes:
+  seed  the example's own: Adam 1e-3 stepped down after epochs 80/120/160/180,
+        ReduceLROnPlateau, batch 32, shifts 0.1 + flips, 200 epochs
+  fast  ours: SGD + Nesterov, batch 128, linear warm-up then cosine decay,
+        label smoothing, shifts 0.125 + flips, 40 epochs
+
+    python resnet_cifar.py                        # ResNet-20 v1, the seed recipe
+    python resnet_cifar.py --recipe fast          # ResNet-20 v1 in 40 epochs
+    python resnet_cifar.py --version 2 --n 6      # ResNet-56 v2
+"""
+
+import math
+
+import keras
+from keras import layers
+
+import load_data
+import training
+
+# Hyperparameters (each can be overridden on the command line: --epochs 5).
+VERSION = 1  # ResNet version: 1 (depth 6n+2) or 2 (depth 9n+2)
+N = 3  # residual blocks per stage: depth 20 for v1 (n=3), 29 for v2 (n=3)
+RECIPE = "seed"  # seed (the Keras example's schedule) or fast (ours, far fewer epochs)
+EPOCHS = 200  # seed recipe: passes over the training images
+BATCH_SIZE = 32  # seed recipe: images per gradient step
+LEARNING_RATE = 1e-3  # seed recipe: Adam's learning rate before the steps
+LR_STEPS = [(81, 0.1), (121, 0.01), (161, 1e-3), (181, 0.5e-3)]  # seed: (from 0-based epoch, factor)
+PLATEAU_FACTOR = 0.1 ** 0.5  # seed recipe: ReduceLROnPlateau's factor
+PLATEAU_PATIENCE = 5  # seed recipe: epochs without improvement before a plateau cut
+PLATEAU_MIN_LR = 0.5e-6  # seed recipe: ReduceLROnPlateau's floor
+SHIFT = 0.1  # seed recipe: random shifts, fraction of width and height
+FAST_EPOCHS = 40  # fast recipe: passes over the training images
+FAST_BATCH_SIZE = 128  # fast recipe: images per gradient step
+FAST_LEARNING_RATE = 0.1  # fast recipe: SGD's peak learning rate
+FAST_WARMUP_EPOCHS = 2  # fast recipe: linear warm-up before the cosine decay
+FAST_MOMENTUM = 0.9  # fast recipe: Nesterov momentum
+FAST_SHIFT = 0.125  # fast recipe: random shifts (4 pixels), fraction of width and height
+LABEL_SMOOTHING = 0.1  # fast recipe: label smoothing of the cross-entropy
+HORIZONTAL_FLIP = True  # random left-right mirror (both recipes)
+FILL_MODE = "nearest"  # how pixels shifted in from outside are filled
+WEIGHT_DECAY = 1e-4  # L2 regularisation of every convolution kernel
+VAL_SPLIT = 0.0  # fraction of training images held out for validation (0: the test set, as the seed)
+
+NUM_CLASSES = 10
+
+
+# --------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------
+
+def resnet_layer(inputs, num_filters=16, kernel_size=3, strides=1, activation="relu",
+                 batch_normalization=True, conv_first=True, weight_decay=WEIGHT_DECAY):
+    """Conv2D-BN-activation (conv_first) or BN-activation-Conv2D."""
+    conv = layers.Conv2D(num_filters, kernel_size, strides=strides, padding="same",
+                         kernel_initializer="he_normal",
+                         kernel_regularizer=keras.regularizers.l2(weight_decay))
+    x = inputs
+    if conv_first:
+        x = conv(x)
+    if batch_normalization:
+        x = layers.BatchNormalization()(x)
+    if activation is not None:
+        x = layers.Activation(activation)(x)
+    if not conv_first:
+        x = conv(x)
+    return x
+
+
+def resnet_v1(x, depth, num_classes=NUM_CLASSES, weight_decay=WEIGHT_DECAY):
+    num_filters, num_blocks = 16, (depth - 2) // 6
+    x = resnet_layer(x, weight_decay=weight_decay)
+    for stack in range(3):
+        for block in range(num_blocks):
+            strides = 2 if stack > 0 and block == 0 else 1
+            y = resnet_layer(x, num_filters, strides=strides, weight_decay=weight_decay)
+            y = resnet_layer(y, num_filters, activation=None, weight_decay=weight_decay)
+            if strides == 2:  # projection shortcut where the stage changes
+                x = resnet_layer(x, num_filters, kernel_size=1, strides=strides, activation=None,
+                                 batch_normalization=False, weight_decay=weight_decay)
+            x = layers.Activation("relu")(layers.add([x, y]))
+        num_filters *= 2
+    x = layers.AveragePooling2D(pool_size=8)(x)
+    x = layers.Flatten()(x)
+    return layers.Dense(num_classes, activation="softmax", kernel_initializer="he_normal")(x)
+
+
+def resnet_v2(x, depth, num_classes=NUM_CLASSES, weight_decay=WEIGHT_DECAY):
+    filters_in, num_blocks = 16, (depth - 2) // 9
+    x = resnet_layer(x, filters_in, conv_first=True, weight_decay=weight_decay)
+    for stage in range(3):
+        for block in range(num_blocks):
+            activation, batch_normalization, strides = "relu", True, 1
+            if stage == 0:
+                filters_out = filters_in * 4
+                if block == 0:  # the first layer already ends in BN-ReLU
+                    activation, batch_normalization = None, False
+            else:
+                filters_out = filters_in * 2
+                if block == 0:
+                    strides = 2
+            y = resnet_layer(x, filters_in, kernel_size=1, strides=strides, activation=activation,
+                             batch_normalization=batch_normalization, conv_first=False,
+                             weight_decay=weight_decay)
+            y = resnet_layer(y, filters_in, conv_first=False, weight_decay=weight_decay)
+            y = resnet_layer(y, filters_out, kernel_size=1, conv_first=False, weight_decay=weight_decay)
+            if block == 0:
+                x = resnet_layer(x, filters_out, kernel_size=1, strides=strides, activation=None,
+                                 batch_normalization=False, weight_decay=weight_decay)
+            x = layers.add([x, y])
+        filters_in = filters_out
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+    x = layers.AveragePooling2D(pool_size=8)(x)
+    x = layers.Flatten()(x)
+    return layers.Dense(num_classes, activation="softmax", kernel_initializer="he_normal")(x)
+
+
+def depth_of(version, n):
+    return n * 6 + 2 if version == 1 else n * 9 + 2
+
+
+def build_model(version=VERSION, depth=None, normalization=None, augment=None,
+                input_shape=(32, 32, 3), num_classes=NUM_CLASSES, weight_decay=WEIGHT_DECAY):
+    """An uncompiled ResNet taking raw pixels. `depth` defaults to N's;
+    `normalization`: a layer (training.pixel_mean(x_train)), default ÷255;
+    `augment`: ImageDataGenerator knobs (training.augmentation), or None."""
+    depth = depth or depth_of(version, N)
+    if version not in (1, 2):
+        raise training.UsageError(f"VERSION must be 1 or 2, got {version}")
+    step = 6 if version == 1 else 9
+    if depth < step + 2 or (depth - 2) % step:
+        valid = ", ".join(str(step * k + 2) for k in range(1, 5))
+        raise training.UsageError(f"ResNet v{version} depth must be {step}n+2 ({valid}, ...), got {depth}")
+    inputs = keras.Input(input_shape, name="image")
+    x = training.preprocess(inputs, normalization or training.rescale(),
+                            training.augmentation(**(augment or {})))
+    body = resnet_v1 if version == 1 else resnet_v2
+    outputs = body(x, depth, num_classes, weight_decay)
+    return keras.Model(inputs, outputs, name=f"ResNet{depth}v{version}")
+
+
+# --------------------------------------------------------------------------
+# Recipes
+# --------------------------------------------------------------------------
+
+def warmup_cosine(peak, epochs, warmup):
+    """Linear warm-up to `peak` over `warmup` epochs, then cosine decay
+    towards 0 at the end of the last epoch; a pure function of the epoch."""
+    def schedule(epoch, lr=None):
+        if epoch < warmup:
+            return peak * (epoch + 1) / warmup
+        progress = (epoch - warmup) / max(1, epochs - warmup)
+        return 0.5 * peak * (1 + math.cos(math.pi * progress))
+    return schedule
+
+
+def recipe(args):
+    """(optimizer, loss, schedule, extra callbacks, batch size, epochs, augmentation)."""
+    if args.recipe == "fast":
+        return (keras.optimizers.SGD(args.fast_learning_rate, momentum=args.fast_momentum, nesterov=True),
+                keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
+                warmup_cosine(args.fast_learning_rate, args.fast_epochs, args.fast_warmup_epochs),
+                [], args.fast_batch_size, args.fast_epochs, args.fast_shift)
+    plateau = keras.callbacks.ReduceLROnPlateau(factor=args.plateau_factor, patience=args.plateau_patience,
+                                                cooldown=0, min_lr=args.plateau_min_lr)
+    return (keras.optimizers.Adam(args.learning_rate), keras.losses.CategoricalCrossentropy(),
+            training.step_schedule(args.learning_rate, args.lr_steps), [plateau],
+            args.batch_size, args.epochs, args.shift)
+
+
+def main(argv=None):
+    args = training.parse_args(__file__, __doc__.splitlines()[0], argv,
+                               choices={"VERSION": (1, 2), "RECIPE": ("seed", "fast")},
+                               extra=lambda p: p.add_argument(
+                                   "--depth", type=int, help="network depth (instead of N)"))
+    training.setup(args)
+
+    # Data
+    data = training.prepare_data(args)
+    (x_train, _), _, _, _ = data
+
+    # Model
+    optimizer, loss, schedule, extra, batch_size, epochs, shift = recipe(args)
+    augment = dict(width_shift_range=shift, height_shift_range=shift,
+                   horizontal_flip=args.horizontal_flip, fill_mode=args.fill_mode)
+    model = build_model(args.version, args.depth or depth_of(args.version, args.n),
+                        training.pixel_mean(x_train), augment, weight_decay=args.weight_decay)
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    model.summary()
+
+    # Training and evaluation
+    name = f"cifar10_{model.name}"
+    training.train(model, args, data, name=name, class_names=load_data.CIFAR10_CLASSES,
+                   batch_size=batch_size, epochs=epochs, schedule=schedule, extra_callbacks=extra,
+                   best_template=f"{name}_model.{{epoch:03d}}.h5",
+                   validation_note=f"recipe {args.recipe}")
+    return 0
+
+
+if __name__ == "__main__":
+    training.run(main)
