@@ -1,0 +1,223 @@
+"""VGG 11/13/16/19 with batch norm on CIFAR-10, optionally from ImageNet weights.
+
+Configs (Simonyan & Zisserman, table 1), chosen with CONFIG or --config:
+  A  VGG11      B  VGG13      C  VGG16 with 1x1 convolutions ending blocks 3-5
+  D  VGG16      E  VGG19 (the default)
+Every convolution is 3x3 'same' (1x1 where C says so) + batch norm + ReLU,
+he_normal, L2 1e-4; a 2x2 max-pool ends each of the five blocks; layer names
+follow Keras's own VGG (block{b}_conv{i}, block{b}_pool, fc1, fc2). Head:
+Flatten, Dense 4096 + BN + ReLU + dropout 0.5 (twice), Dense 10 + BN, softmax.
+Per-channel mean subtraction lives inside the model, so checkpoints take raw
+uint8 RGB images.
+
+    python vgg19_cifar.py                                   # VGG19, the seed's schedule
+    python vgg19_cifar.py --config D --epochs 30
+    python vgg19_cifar.py --weights vgg19_weights_tf_dim_ordering_tf_kernels.h5
+    python vgg19_cifar.py --estimate-memory --batch-size 256
+"""
+
+import sys
+
+import numpy as np
+
+import keras
+from keras import layers
+
+import load_data
+import training
+
+# Hyperparameters (each can be overridden on the command line: --epochs 5).
+CONFIG = "E"  # A (VGG11), B (VGG13), C (VGG16 with 1x1), D (VGG16), E (VGG19)
+EPOCHS = 200  # passes over the training images
+BATCH_SIZE = 128  # images per gradient step
+LEARNING_RATE = 0.01  # SGD's learning rate at the start
+LR_STEPS = [(80, 0.5), (140, 0.1)]  # (from 0-based epoch, factor): 0.005 after epoch 80, 0.001 after 140
+MOMENTUM = 0.9  # Nesterov momentum
+WEIGHT_DECAY = 1e-4  # L2 regularisation of every convolution kernel
+DROPOUT = 0.5  # dropout after each 4096-unit layer
+CHANNEL_MEAN = [123.680, 116.779, 103.939]  # subtracted from raw R, G, B pixels inside the model
+SHIFT = 0.125  # random shifts, fraction of width and height
+HORIZONTAL_FLIP = True  # random left-right mirror
+FILL_MODE = "constant"  # shifted-in pixels are filled with CVAL (after mean subtraction: the mean)
+CVAL = 0.0  # the fill value
+VAL_SPLIT = 0.0  # fraction of training images held out for validation (0: the test set, as the seed)
+WEIGHTS = None  # None (he_normal), a VGG19 ImageNet .h5 file, or 'imagenet' (download via Keras)
+
+CONFIGS = {  # per block: number of convolutions and, for C, 1x1 for the last
+    "A": [(1, 64), (1, 128), (2, 256), (2, 512), (2, 512)],
+    "B": [(2, 64), (2, 128), (2, 256), (2, 512), (2, 512)],
+    "C": [(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)],
+    "D": [(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)],
+    "E": [(2, 64), (2, 128), (4, 256), (4, 512), (4, 512)],
+}
+NAMES = {"A": "VGG11", "B": "VGG13", "C": "VGG16C", "D": "VGG16", "E": "VGG19"}
+IMAGENET_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/"
+                "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels.h5")
+IMAGENET_MD5 = "cbe5617147190e668d6c5d5026f83318"
+NUM_CLASSES = 10
+
+
+# --------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------
+
+def build_model(config=CONFIG, augment=None, channel_mean=CHANNEL_MEAN, weight_decay=WEIGHT_DECAY,
+                dropout=DROPOUT, input_shape=(32, 32, 3), num_classes=NUM_CLASSES):
+    """An uncompiled VGG with batch norm, taking raw pixels."""
+    if config not in CONFIGS:
+        raise training.UsageError(f"unknown config {config!r}; choose one of {', '.join(CONFIGS)}")
+    inputs = keras.Input(input_shape, name="image")
+    x = training.preprocess(inputs, training.channel_mean(channel_mean),
+                            training.augmentation(**(augment or {})))
+    for b, (convs, filters) in enumerate(CONFIGS[config], start=1):
+        for i in range(1, convs + 1):
+            size = 1 if config == "C" and b >= 3 and i == convs else 3
+            x = layers.Conv2D(filters, size, padding="same", kernel_initializer="he_normal",
+                              kernel_regularizer=keras.regularizers.l2(weight_decay),
+                              name=f"block{b}_conv{i}")(x)
+            x = layers.BatchNormalization(name=f"block{b}_bn{i}")(x)
+            x = layers.Activation("relu", name=f"block{b}_relu{i}")(x)
+        x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    for name in ("fc1", "fc2"):
+        x = layers.Dense(4096, kernel_initializer="he_normal", name=name)(x)
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = layers.Activation("relu", name=f"{name}_relu")(x)
+        x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
+    x = layers.Dense(num_classes, kernel_initializer="he_normal", name="predictions")(x)
+    x = layers.BatchNormalization(name="predictions_bn")(x)
+    outputs = layers.Activation("softmax", name="softmax")(x)
+    return keras.Model(inputs, outputs, name=NAMES[config])
+
+
+# --------------------------------------------------------------------------
+# ImageNet initialisation by layer name
+# --------------------------------------------------------------------------
+
+def read_h5_weights(path):
+    """{layer name: [arrays]} from a Keras .h5 weights file in the classic
+    layout (root attribute 'layer_names', per layer 'weight_names'), as
+    Keras's ImageNet files are; a full-model .h5 keeps it under 'model_weights'."""
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            group = f["model_weights"] if "model_weights" in f else f
+            if "layer_names" not in group.attrs:
+                raise training.UsageError(f"{path}: not a Keras .h5 weights file (no 'layer_names')")
+            out = {}
+            for name in group.attrs["layer_names"]:
+                name = name.decode() if isinstance(name, bytes) else name
+                layer = group[name]
+                names = [n.decode() if isinstance(n, bytes) else n for n in layer.attrs.get("weight_names", [])]
+                out[name] = [np.asarray(layer[n]) for n in names]
+            return out
+    except OSError as e:
+        raise training.UsageError(f"{path}: cannot read it as HDF5 ({e})") from None
+
+
+def imagenet_layer_names(model):
+    """Our layers that take ImageNet weights: the convolutions and fc2."""
+    return [l.name for l in model.layers if l.name.startswith("block") and "_conv" in l.name] + ["fc2"]
+
+
+def load_weights_by_name(model, path):
+    """Copy weights from `path` into the layers of the same name (the seed's
+    `by_name=True`). Every convolution and fc2 must be found with matching
+    shapes; otherwise nothing is loaded and the error lists what did not match."""
+    if path == "imagenet":
+        path = keras.utils.get_file("vgg19_weights_tf_dim_ordering_tf_kernels.h5", IMAGENET_URL,
+                                    cache_subdir="models", file_hash=IMAGENET_MD5)
+    stored = read_h5_weights(path)
+    problems, plan = [], []
+    for name in imagenet_layer_names(model):
+        layer = model.get_layer(name)
+        wanted = [tuple(w.shape) for w in layer.get_weights()]
+        if name not in stored:
+            problems.append(f"{name}: not in the file")
+            continue
+        got = [tuple(a.shape) for a in stored[name]]
+        if got != wanted:
+            problems.append(f"{name}: file has {got}, model needs {wanted}")
+            continue
+        plan.append((layer, stored[name]))
+    if problems:
+        raise training.UsageError(f"{path}: weights do not match {model.name}: " + "; ".join(problems))
+    for layer, arrays in plan:
+        layer.set_weights(arrays)
+    return [layer.name for layer, _ in plan]
+
+
+# --------------------------------------------------------------------------
+# GPU memory estimate (the seed's formula)
+# --------------------------------------------------------------------------
+
+def memory_estimate(model, batch_size, bytes_per_value=4):
+    """Rows (layer, output shape, activations per image, parameters) for the
+    input and every convolution, pooling and dense layer, and the total bytes:
+    parameters x 3 (weights, gradients, momentum) + activations x batch x 2
+    (forward and backward)."""
+    rows = [("input", tuple(model.inputs[0].shape[1:]), int(np.prod(model.inputs[0].shape[1:])), 0)]
+    for layer in model.layers:
+        if isinstance(layer, (layers.Conv2D, layers.MaxPooling2D, layers.Dense)):
+            shape = tuple(layer.output.shape[1:])
+            rows.append((layer.name, shape, int(np.prod(shape)), 0))
+    params = int(model.count_params())
+    activations = sum(r[2] for r in rows)
+    total = bytes_per_value * (3 * params + 2 * batch_size * activations)
+    rows = [(n, s, a, model.get_layer(n).count_params() if n != "input" else 0) for n, s, a, _ in rows]
+    return rows, params, activations, total
+
+
+def print_memory_estimate(model, batch_size):
+    rows, params, activations, total = memory_estimate(model, batch_size)
+    print(f"{model.name}, batch {batch_size}, float32")
+    print(f"{'layer':<16} {'output':<16} {'activations':>12} {'parameters':>12}")
+    for name, shape, acts, p in rows:
+        print(f"{name:<16} {'x'.join(map(str, shape)):<16} {acts:>12,} {p:>12,}")
+    print(f"parameters (incl. batch-norm statistics): {params:,} -> x3 x 4 B = {3 * 4 * params / 2**20:,.1f} MiB")
+    print(f"activations per image: {activations:,} -> x batch x2 x 4 B = "
+          f"{2 * 4 * batch_size * activations / 2**20:,.1f} MiB")
+    print(f"total: {total / 2**20:,.1f} MiB")
+
+
+# --------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------
+
+def main(argv=None):
+    args = training.parse_args(__file__, __doc__.splitlines()[0], argv, choices={"CONFIG": tuple(CONFIGS)},
+                               extra=lambda p: p.add_argument(
+                                   "--estimate-memory", action="store_true",
+                                   help="print the GPU memory estimate for CONFIG and BATCH_SIZE and exit"))
+    training.setup(args)
+    augment = dict(width_shift_range=args.shift, height_shift_range=args.shift,
+                   horizontal_flip=args.horizontal_flip, fill_mode=args.fill_mode, cval=args.cval)
+    model = build_model(args.config, augment, args.channel_mean, args.weight_decay, args.dropout)
+    if args.estimate_memory:
+        print_memory_estimate(model, args.batch_size)
+        return 0
+    if args.weights:
+        loaded = load_weights_by_name(model, args.weights)
+        init = f"ImageNet weights from {args.weights} ({len(loaded)} layers: {', '.join(loaded)})"
+    else:
+        init = "he_normal (no pretrained weights)"
+    print(f"Initialisation: {init}")
+
+    # Data
+    data = training.prepare_data(args)
+
+    # Model
+    model.compile(optimizer=keras.optimizers.SGD(args.learning_rate, momentum=args.momentum, nesterov=True),
+                  loss="categorical_crossentropy", metrics=["accuracy"])
+    model.summary()
+
+    # Training and evaluation
+    schedule = training.step_schedule(args.learning_rate, args.lr_steps)
+    training.train(model, args, data, name=f"cifar10_{model.name}", class_names=load_data.CIFAR10_CLASSES,
+                   batch_size=args.batch_size, epochs=args.epochs, schedule=schedule,
+                   validation_note=f"initialisation: {init}")
+    return 0
+
+
+if __name__ == "__main__":
+    training.run(main)
