@@ -79,7 +79,7 @@ def build_model(stem=STEM, input_shape=(28, 28, 1), resize=RESIZE, num_classes=1
 def main(argv=None):
     args = training.parse_args(__file__, __doc__.splitlines()[0], argv,
                                choices={"DATASET": tuple(DATASETS), "STEM": ("imagenet", "cifar")})
-    training.setup(args)
+    scope = training.setup(args)
 
     # Data (Fashion-MNIST's (N, 28, 28) images get their channel axis)
     loader, input_shape, class_names = DATASETS[args.dataset]
@@ -91,9 +91,10 @@ def main(argv=None):
 
     # Model
     augment = dict(horizontal_flip=args.horizontal_flip)
-    model = build_model(args.stem, input_shape, args.resize, len(class_names), augment)
-    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
-                  loss="categorical_crossentropy", metrics=["accuracy"])
+    with scope:
+        model = build_model(args.stem, input_shape, args.resize, len(class_names), augment)
+        model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
+                      loss="categorical_crossentropy", metrics=["accuracy"])
     model.summary()
 
     # Training and evaluation

@@ -181,19 +181,20 @@ def main(argv=None):
                                choices={"VERSION": (1, 2), "RECIPE": ("seed", "fast")},
                                extra=lambda p: p.add_argument(
                                    "--depth", type=int, help="network depth (instead of N)"))
-    training.setup(args)
+    scope = training.setup(args)
 
     # Data
     data = training.prepare_data(args)
     (x_train, _), _, _, _ = data
 
     # Model
-    optimizer, loss, schedule, extra, batch_size, epochs, shift = recipe(args)
-    augment = dict(width_shift_range=shift, height_shift_range=shift,
-                   horizontal_flip=args.horizontal_flip, fill_mode=args.fill_mode)
-    model = build_model(args.version, args.depth or depth_of(args.version, args.n),
-                        training.pixel_mean(x_train), augment, weight_decay=args.weight_decay)
-    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    with scope:
+        optimizer, loss, schedule, extra, batch_size, epochs, shift = recipe(args)
+        augment = dict(width_shift_range=shift, height_shift_range=shift,
+                       horizontal_flip=args.horizontal_flip, fill_mode=args.fill_mode)
+        model = build_model(args.version, args.depth or depth_of(args.version, args.n),
+                            training.pixel_mean(x_train), augment, weight_decay=args.weight_decay)
+        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     model.summary()
 
     # Training and evaluation

@@ -75,16 +75,17 @@ def augmentation_knobs(args):
 
 def main(argv=None):
     args = training.parse_args(__file__, __doc__.splitlines()[0], argv, choices={"MODEL": MODELS})
-    training.setup(args)
+    scope = training.setup(args)
 
     # Data
     data = training.prepare_data(args)
 
     # Model
     augment = augmentation_knobs(args) if args.model == "deep_aug" else None
-    model = build_model(args.model, augment)
-    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
-                  loss="categorical_crossentropy", metrics=["accuracy"])
+    with scope:
+        model = build_model(args.model, augment)
+        model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
+                      loss="categorical_crossentropy", metrics=["accuracy"])
     model.summary()
 
     # Training and evaluation

@@ -44,6 +44,7 @@ COMMON_FLAGS_HELP = {
 }
 
 
+
 class UsageError(Exception):
     """A bad value on the command line or in the hyperparameters."""
 
@@ -111,6 +112,8 @@ def parse_args(script_path, description, argv=None, choices=None, extra=None):
     common.add_argument("--seed", type=int, default=0, help=COMMON_FLAGS_HELP["seed"])
     common.add_argument("--output-dir", default="saved_models", help=COMMON_FLAGS_HELP["output_dir"])
     common.add_argument("--resume", action="store_true", help=COMMON_FLAGS_HELP["resume"])
+    common.add_argument("--devices", type=int, default=0, metavar="N",
+                        help="data-parallel devices: 0 all visible accelerators, 1 one device, N that many")
     common.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
                         help="Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
     if extra:
@@ -124,8 +127,72 @@ def parse_args(script_path, description, argv=None, choices=None, extra=None):
 
 
 def setup(args):
-    """Seed everything (weights, shuffling, augmentation) before a model is built."""
+    """Seed everything (weights, shuffling, augmentation) and choose the
+    devices. Returns the context to build and compile the model in; the
+    number of data-parallel replicas is kept as `args.replicas`."""
     keras.utils.set_random_seed(args.seed)
+    scope, args.replicas = data_parallel(args.devices)
+    if args.replicas > 1:
+        print(f"Data-parallel training on {args.replicas} replicas: global batch = batch x "
+              f"{args.replicas}, learning rate x {args.replicas} (linear scaling rule)")
+    return scope
+
+
+# --------------------------------------------------------------------------
+# Data-parallel training: each backend's own engine
+# --------------------------------------------------------------------------
+
+def accelerators():
+    """The visible GPUs/TPUs (none: an empty list)."""
+    return [d for d in keras.distribution.list_devices() if not d.lower().startswith("cpu")] \
+        if keras.backend.backend() in ("jax", "tensorflow") else []
+
+
+def data_parallel(devices=0):
+    """(context to build and compile in, number of replicas).
+
+    - TF_CONFIG set: refused with a clear error (see below);
+    - `devices` > 1, or 0 with several accelerators visible: synchronous
+      data parallelism over that many local devices, with
+      tf.distribute.MirroredStrategy under TensorFlow and
+      keras.distribution.DataParallel under JAX;
+    - otherwise one device and a do-nothing context."""
+    import contextlib
+    backend = keras.backend.backend()
+    if os.environ.get("TF_CONFIG"):
+        # MultiWorkerMirroredStrategy is where several machines would go, but
+        # Keras 3's fit() cannot run under it yet (keras-team/keras#20585: it
+        # fails reducing the first batch and the logs across workers). Say so
+        # plainly rather than fail deep inside fit().
+        raise UsageError("TF_CONFIG is set, but training across machines is not supported: Keras 3's "
+                         "fit() fails under MultiWorkerMirroredStrategy (keras-team/keras#20585); "
+                         "unset TF_CONFIG and use --devices N on one machine")
+    if devices == 0:
+        devices = len(accelerators())
+    if devices <= 1:
+        return contextlib.nullcontext(), 1
+    if backend == "tensorflow":
+        strategy = _tf_strategy(devices)
+        return strategy.scope(), strategy.num_replicas_in_sync
+    if backend == "jax":
+        available = accelerators() or keras.distribution.list_devices()
+        if len(available) < devices:
+            raise UsageError(f"--devices {devices}: only {len(available)} device(s) visible")
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=available[:devices]))
+        return contextlib.nullcontext(), devices
+    raise UsageError(f"--devices {devices}: data-parallel training needs the tensorflow or jax "
+                     f"backend, not {backend}")
+
+
+def _tf_strategy(devices):
+    """TensorFlow's own MirroredStrategy: the one TensorFlow-only corner of
+    the collection."""
+    import tensorflow as tf
+    names = [d.name for d in tf.config.list_logical_devices("GPU")] or \
+        [d.name for d in tf.config.list_logical_devices("CPU")]
+    if len(names) < devices:
+        raise UsageError(f"--devices {devices}: only {len(names)} device(s) visible")
+    return tf.distribute.MirroredStrategy(devices=names[:devices])
 
 
 def run(main):
@@ -468,6 +535,12 @@ def train(model, args, data, *, name, class_names, batch_size, epochs, schedule=
         for stale in ("history",):
             if os.path.exists(paths[stale]):
                 os.remove(paths[stale])
+
+    replicas = getattr(args, "replicas", 1)
+    if replicas > 1:  # global batch = per-device batch x replicas; linear learning-rate scaling
+        batch_size *= replicas
+        base = schedule or (lambda epoch, lr=None, lr0=float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)): lr0)
+        schedule = lambda epoch, lr=None: replicas * base(epoch)  # noqa: E731
 
     callbacks = make_callbacks(args, paths, len(x_train), class_names, schedule, best_so_far,
                                extra=extra_callbacks)

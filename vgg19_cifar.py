@@ -189,10 +189,11 @@ def main(argv=None):
                                extra=lambda p: p.add_argument(
                                    "--estimate-memory", action="store_true",
                                    help="print the GPU memory estimate for CONFIG and BATCH_SIZE and exit"))
-    training.setup(args)
+    scope = training.setup(args)
     augment = dict(width_shift_range=args.shift, height_shift_range=args.shift,
                    horizontal_flip=args.horizontal_flip, fill_mode=args.fill_mode, cval=args.cval)
-    model = build_model(args.config, augment, args.channel_mean, args.weight_decay, args.dropout)
+    with scope:
+        model = build_model(args.config, augment, args.channel_mean, args.weight_decay, args.dropout)
     if args.estimate_memory:
         print_memory_estimate(model, args.batch_size)
         return 0
@@ -207,8 +208,10 @@ def main(argv=None):
     data = training.prepare_data(args)
 
     # Model
-    model.compile(optimizer=keras.optimizers.SGD(args.learning_rate, momentum=args.momentum, nesterov=True),
-                  loss="categorical_crossentropy", metrics=["accuracy"])
+    with scope:
+        model.compile(optimizer=keras.optimizers.SGD(args.learning_rate, momentum=args.momentum,
+                                                     nesterov=True),
+                      loss="categorical_crossentropy", metrics=["accuracy"])
     model.summary()
 
     # Training and evaluation

@@ -1,0 +1,94 @@
+"""The All-Convolutional Net (All-CNN-C) on CIFAR-10.
+
+Springenberg, Dosovitskiy, Brox and Riedmiller, "Striving for Simplicity: The
+All Convolutional Net" (arXiv 1412.6806): max-pooling replaced by stride-2
+convolutions, and the dense head by 1x1 convolutions and global average
+pooling. 1,369,738 parameters. Pixels are scaled to [0, 1] inside the model,
+so checkpoints take raw uint8 RGB images.
+
+    python allconv_cifar.py                        # the seed's 350 epochs
+    python allconv_cifar.py --epochs 50 --devices 2
+    python allconv_cifar.py --input-dropout 0.2 --weight-decay 1e-3   # the paper's extras
+"""
+
+import keras
+from keras import layers
+
+import load_data
+import training
+
+# Hyperparameters (each can be overridden on the command line: --epochs 5).
+EPOCHS = 350  # passes over the training images (the seed reports over 90% after 350)
+BATCH_SIZE = 32  # images per gradient step (per device with --devices)
+LEARNING_RATE = 0.1  # SGD's learning rate at the start
+MOMENTUM = 0.9  # Nesterov momentum
+LR_STEPS = [(200, 0.1), (250, 0.01), (300, 0.001)]  # (from 0-based epoch, factor), the paper's drops
+INPUT_DROPOUT = 0.0  # dropout on the input image (the paper: 0.2)
+DROPOUT = 0.5  # dropout after each stride-2 convolution
+WEIGHT_DECAY = 0.0  # L2 regularisation of every kernel (the paper: 1e-3)
+SHIFT = 0.1  # random shifts, fraction of width and height
+HORIZONTAL_FLIP = False  # random left-right mirror (the seed has none)
+FILL_MODE = "nearest"  # how pixels shifted in from outside are filled
+VAL_SPLIT = 0.0  # fraction of training images held out for validation (0: the test set, as the seed)
+HISTORY_FILE = "history.csv"  # per-epoch history, as the seed names it
+FINAL_FILE = "keras_allconv.h5"  # the final model, as the seed names it
+
+NUM_CLASSES = 10
+
+
+def build_model(augment=None, input_dropout=INPUT_DROPOUT, dropout=DROPOUT, weight_decay=WEIGHT_DECAY,
+                input_shape=(32, 32, 3), num_classes=NUM_CLASSES):
+    """An uncompiled All-CNN-C taking raw pixels."""
+    inputs = keras.Input(input_shape, name="image")
+    x = training.preprocess(inputs, training.rescale(), training.augmentation(**(augment or {})))
+    if input_dropout:
+        x = layers.Dropout(input_dropout, name="input_dropout")(x)
+
+    def conv(x, filters, size=3, strides=1, activation="relu"):
+        regularizer = keras.regularizers.l2(weight_decay) if weight_decay else None
+        return layers.Conv2D(filters, size, strides=strides, padding="same", activation=activation,
+                             kernel_regularizer=regularizer)(x)
+
+    # ReLU follows every convolution but the last, as in the paper; the seed
+    # left it out after its two stride-2 convolutions.
+    for filters in (96, 192):
+        x = conv(x, filters)
+        x = conv(x, filters)
+        x = conv(x, filters, strides=2)  # in place of max-pooling
+        x = layers.Dropout(dropout)(x)
+    x = conv(x, 192)
+    x = conv(x, 192, size=1)
+    x = conv(x, num_classes, size=1, activation=None)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Activation("softmax")(x)
+    return keras.Model(inputs, outputs, name="allconv")
+
+
+def main(argv=None):
+    args = training.parse_args(__file__, __doc__.splitlines()[0], argv)
+    scope = training.setup(args)
+
+    # Data
+    data = training.prepare_data(args)
+
+    # Model: the seed built this optimizer, then compiled with the string 'sgd'
+    # and so trained with plain SGD at 0.01; we use the optimizer it meant.
+    augment = dict(width_shift_range=args.shift, height_shift_range=args.shift,
+                   horizontal_flip=args.horizontal_flip, fill_mode=args.fill_mode)
+    with scope:
+        model = build_model(augment, args.input_dropout, args.dropout, args.weight_decay)
+        model.compile(optimizer=keras.optimizers.SGD(args.learning_rate, momentum=args.momentum, nesterov=True),
+                      loss="categorical_crossentropy", metrics=["accuracy"])
+    model.summary()
+
+    # Training and evaluation
+    schedule = training.step_schedule(args.learning_rate, args.lr_steps)
+    training.train(model, args, data, name="allconv", class_names=load_data.CIFAR10_CLASSES,
+                   batch_size=args.batch_size, epochs=args.epochs, schedule=schedule,
+                   best_template="allconv_best.h5", final_name=args.final_file,
+                   history_name=args.history_file)
+    return 0
+
+
+if __name__ == "__main__":
+    training.run(main)
