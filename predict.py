@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 import load_data
-import training  # registers the collection's custom layers for loading
+import training  # noqa: F401 (registers the collection's custom layers for loading)
 
 
 def load_checkpoint(path):

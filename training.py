@@ -35,16 +35,6 @@ from keras import layers
 
 import load_data
 
-COMMON_FLAGS_HELP = {
-    "data_dir": "folder holding the data (default: $CIFAR_DATA_DIR, then ~/.keras/datasets)",
-    "subset": "train on the first N training images only (quick runs)",
-    "seed": "random seed for weights, shuffling and augmentation",
-    "output_dir": "where checkpoints, history, plot, logs and summary go",
-    "resume": "continue an interrupted run from its last finished epoch",
-}
-
-
-
 class UsageError(Exception):
     """A bad value on the command line or in the hyperparameters."""
 
@@ -107,11 +97,12 @@ def parse_args(script_path, description, argv=None, choices=None, extra=None):
             kwargs["choices"] = choices[name]
         group.add_argument(flag, **kwargs)
     common = parser.add_argument_group("every script")
-    common.add_argument("--data-dir", default=None, help=COMMON_FLAGS_HELP["data_dir"])
-    common.add_argument("--subset", type=int, default=0, metavar="N", help=COMMON_FLAGS_HELP["subset"])
-    common.add_argument("--seed", type=int, default=0, help=COMMON_FLAGS_HELP["seed"])
-    common.add_argument("--output-dir", default="saved_models", help=COMMON_FLAGS_HELP["output_dir"])
-    common.add_argument("--resume", action="store_true", help=COMMON_FLAGS_HELP["resume"])
+    common.add_argument("--data-dir", default=None, help="folder holding the data (default: $CIFAR_DATA_DIR, then ~/.keras/datasets)")
+    common.add_argument("--subset", type=int, default=0, metavar="N", help="train on the first N training images only (quick runs)")
+    common.add_argument("--seed", type=int, default=0, help="random seed for weights, shuffling and augmentation")
+    common.add_argument("--output-dir", default="saved_models", 
+                        help="where checkpoints, history, plot, logs and summary go")
+    common.add_argument("--resume", action="store_true", help="continue an interrupted run after its last finished epoch")
     common.add_argument("--devices", type=int, default=0, metavar="N",
                         help="data-parallel devices: 0 all visible accelerators, 1 one device, N that many")
     common.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
@@ -532,9 +523,8 @@ def train(model, args, data, *, name, class_names, batch_size, epochs, schedule=
         if args.resume:
             print(f"Nothing to resume in {paths['backup']}: starting from epoch 1")
         shutil.rmtree(paths["backup"], ignore_errors=True)
-        for stale in ("history",):
-            if os.path.exists(paths[stale]):
-                os.remove(paths[stale])
+        if os.path.exists(paths["history"]):  # a fresh run starts a fresh history
+            os.remove(paths["history"])
 
     replicas = getattr(args, "replicas", 1)
     if replicas > 1:  # global batch = per-device batch x replicas; linear learning-rate scaling

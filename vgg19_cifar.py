@@ -16,8 +16,6 @@ uint8 RGB images.
     python vgg19_cifar.py --estimate-memory --batch-size 256
 """
 
-import sys
-
 import numpy as np
 
 import keras

@@ -1,7 +1,6 @@
 """resnet_cifar.py and resnet18_fashion_mnist.py."""
 
 import json
-import math
 
 import numpy as np
 import pytest
