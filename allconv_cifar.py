@@ -60,7 +60,7 @@ def build_model(augment=None, input_dropout=INPUT_DROPOUT, dropout=DROPOUT, weig
     x = conv(x, 192, size=1)
     x = conv(x, num_classes, size=1, activation=None)
     x = layers.GlobalAveragePooling2D()(x)
-    outputs = layers.Activation("softmax")(x)
+    outputs = layers.Activation("softmax", dtype="float32")(x)  # float32 under --mixed-precision
     return keras.Model(inputs, outputs, name="allconv")
 
 

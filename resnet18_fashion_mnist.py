@@ -72,7 +72,7 @@ def build_model(stem=STEM, input_shape=(28, 28, 1), resize=RESIZE, num_classes=1
             first = stage > 0 and block == 0
             x = residual_block(x, filters, strides=2 if first else 1, projection=first)
     x = layers.GlobalAveragePooling2D()(x)
-    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)  # float32 under --mixed-precision
     return keras.Model(inputs, outputs, name="resnet18")
 
 

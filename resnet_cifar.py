@@ -89,7 +89,8 @@ def resnet_v1(x, depth, num_classes=NUM_CLASSES, weight_decay=WEIGHT_DECAY):
         num_filters *= 2
     x = layers.AveragePooling2D(pool_size=8)(x)
     x = layers.Flatten()(x)
-    return layers.Dense(num_classes, activation="softmax", kernel_initializer="he_normal")(x)
+    return layers.Dense(num_classes, activation="softmax", kernel_initializer="he_normal",
+                        dtype="float32")(x)  # float32 output under --mixed-precision
 
 
 def resnet_v2(x, depth, num_classes=NUM_CLASSES, weight_decay=WEIGHT_DECAY):
@@ -120,7 +121,8 @@ def resnet_v2(x, depth, num_classes=NUM_CLASSES, weight_decay=WEIGHT_DECAY):
     x = layers.Activation("relu")(x)
     x = layers.AveragePooling2D(pool_size=8)(x)
     x = layers.Flatten()(x)
-    return layers.Dense(num_classes, activation="softmax", kernel_initializer="he_normal")(x)
+    return layers.Dense(num_classes, activation="softmax", kernel_initializer="he_normal",
+                        dtype="float32")(x)  # float32 output under --mixed-precision
 
 
 def depth_of(version, n):

@@ -62,7 +62,7 @@ def build_model(model=MODEL, augment=None, input_shape=(32, 32, 3), num_classes=
     x = layers.Flatten()(x)
     x = layers.Dense(512, activation="relu")(x)
     x = layers.Dropout(0.5)(x)
-    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)  # float32 under --mixed-precision
     return keras.Model(inputs, outputs, name=f"cifar10_{model}")
 
 

@@ -105,6 +105,9 @@ def parse_args(script_path, description, argv=None, choices=None, extra=None):
     common.add_argument("--resume", action="store_true", help="continue an interrupted run after its last finished epoch")
     common.add_argument("--devices", type=int, default=0, metavar="N",
                         help="data-parallel devices: 0 all visible accelerators, 1 one device, N that many")
+    common.add_argument("--mixed-precision", action="store_true",
+                        help="compute in float16 on GPUs, bfloat16 elsewhere; weights and the "
+                             "output layer stay float32")
     common.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
                         help="Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
     if extra:
@@ -122,11 +125,26 @@ def setup(args):
     devices. Returns the context to build and compile the model in; the
     number of data-parallel replicas is kept as `args.replicas`."""
     keras.utils.set_random_seed(args.seed)
+    keras.mixed_precision.set_global_policy(
+        mixed_precision_policy() if getattr(args, "mixed_precision", False) else "float32")
     scope, args.replicas = data_parallel(args.devices)
     if args.replicas > 1:
         print(f"Data-parallel training on {args.replicas} replicas: global batch = batch x "
               f"{args.replicas}, learning rate x {args.replicas} (linear scaling rule)")
     return scope
+
+
+def mixed_precision_policy():
+    """float16 where it is fast (GPUs, with loss scaling that compile() adds
+    by itself), bfloat16 on CPUs and TPUs, which have no float16 units."""
+    gpu = any(d.lower().startswith("gpu") or "cuda" in d.lower() for d in keras.distribution.list_devices()) \
+        if keras.backend.backend() != "torch" else _torch_cuda()
+    return "mixed_float16" if gpu else "mixed_bfloat16"
+
+
+def _torch_cuda():
+    import torch
+    return torch.cuda.is_available()
 
 
 # --------------------------------------------------------------------------
@@ -213,8 +231,10 @@ class Standardize(layers.Layer):
             raise ValueError("Standardize: std must be positive")
 
     def call(self, inputs):
-        x = keras.ops.cast(inputs, self.compute_dtype)
-        return (x - keras.ops.cast(self.mean, x.dtype)) * keras.ops.cast(1.0 / self.std, x.dtype)
+        # float32 arithmetic whatever the policy; the result in the compute dtype
+        x = keras.ops.cast(inputs, "float32")
+        x = (x - keras.ops.convert_to_tensor(self.mean)) * keras.ops.convert_to_tensor(1.0 / self.std)
+        return keras.ops.cast(x, self.compute_dtype)
 
     def get_config(self):
         return {**super().get_config(), "mean": self.mean.tolist(), "std": self.std.tolist()}

@@ -84,7 +84,7 @@ def build_model(config=CONFIG, augment=None, channel_mean=CHANNEL_MEAN, weight_d
         x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
     x = layers.Dense(num_classes, kernel_initializer="he_normal", name="predictions")(x)
     x = layers.BatchNormalization(name="predictions_bn")(x)
-    outputs = layers.Activation("softmax", name="softmax")(x)
+    outputs = layers.Activation("softmax", name="softmax", dtype="float32")(x)  # float32 under --mixed-precision
     return keras.Model(inputs, outputs, name=NAMES[config])
 
 

@@ -25,6 +25,15 @@ def isolated_home(tmp_path, monkeypatch):
     return home
 
 
+@pytest.fixture(autouse=True)
+def float32_policy():
+    """A test that turns mixed precision on (a global setting) leaves float32
+    behind for the next one."""
+    yield
+    import keras
+    keras.mixed_precision.set_global_policy("float32")
+
+
 @pytest.fixture(scope="session")
 def real_home(tmp_path_factory):
     """One HOME for all real-data tests, so the archive is extracted once a run."""
