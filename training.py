@@ -123,10 +123,24 @@ def parse_args(script_path, description, argv=None, choices=None, extra=None):
 def setup(args):
     """Seed everything (weights, shuffling, augmentation) and choose the
     devices. Returns the context to build and compile the model in; the
-    number of data-parallel replicas is kept as `args.replicas`."""
+    number of data-parallel replicas is kept as `args.replicas`, and the
+    multi-worker strategy, when TF_CONFIG asks for one, as `args.multi_worker`."""
+    args.multi_worker = None
+    if os.environ.get("TF_CONFIG"):  # before TensorFlow does anything else
+        import multiworker
+        if args.resume:
+            raise UsageError("--resume is not available in multi-worker training (TF_CONFIG is set)")
+        try:
+            args.multi_worker = multiworker.strategy_from_environment()
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     keras.utils.set_random_seed(args.seed)
     keras.mixed_precision.set_global_policy(
         mixed_precision_policy() if getattr(args, "mixed_precision", False) else "float32")
+    if args.multi_worker is not None:
+        args.replicas = args.multi_worker.num_replicas_in_sync
+        print(f"Global batch = batch x {args.replicas}, learning rate x {args.replicas} (linear scaling rule)")
+        return args.multi_worker.scope()
     scope, args.replicas = data_parallel(args.devices)
     if args.replicas > 1:
         print(f"Data-parallel training on {args.replicas} replicas: global batch = batch x "
@@ -160,7 +174,6 @@ def accelerators():
 def data_parallel(devices=0):
     """(context to build and compile in, number of replicas).
 
-    - TF_CONFIG set: refused with a clear error (see below);
     - `devices` > 1, or 0 with several accelerators visible: synchronous
       data parallelism over that many local devices, with
       tf.distribute.MirroredStrategy under TensorFlow and
@@ -168,14 +181,6 @@ def data_parallel(devices=0):
     - otherwise one device and a do-nothing context."""
     import contextlib
     backend = keras.backend.backend()
-    if os.environ.get("TF_CONFIG"):
-        # MultiWorkerMirroredStrategy is where several machines would go, but
-        # Keras 3's fit() cannot run under it yet (keras-team/keras#20585: it
-        # fails reducing the first batch and the logs across workers). Say so
-        # plainly rather than fail deep inside fit().
-        raise UsageError("TF_CONFIG is set, but training across machines is not supported: Keras 3's "
-                         "fit() fails under MultiWorkerMirroredStrategy (keras-team/keras#20585); "
-                         "unset TF_CONFIG and use --devices N on one machine")
     if devices == 0:
         devices = len(accelerators())
     if devices <= 1:
@@ -522,6 +527,12 @@ def train(model, args, data, *, name, class_names, batch_size, epochs, schedule=
     (x_train, y_train), (x_val, y_val), (x_test, y_test), how = data
     num_classes = len(class_names)
     out = args.output_dir
+    multi_worker = getattr(args, "multi_worker", None)
+    if multi_worker is not None:
+        import multiworker
+        if not multiworker.is_chief():  # only worker 0 writes; the others write to a scratch folder
+            import tempfile
+            out = tempfile.mkdtemp(prefix=f"worker{multiworker.task_index()}-")
     os.makedirs(out, exist_ok=True)
     paths = {
         "best": os.path.join(out, best_template or f"{name}_best.h5"),
@@ -558,9 +569,17 @@ def train(model, args, data, *, name, class_names, batch_size, epochs, schedule=
     checkpoint = next(cb for cb in callbacks if isinstance(cb, BestCheckpoint))
     start = time.perf_counter()
     try:
-        model.fit(x_train, one_hot(y_train, num_classes), batch_size=batch_size, epochs=epochs,
-                  validation_data=(x_val, one_hot(y_val, num_classes)), shuffle=True,
-                  callbacks=callbacks, verbose=args.verbose)
+        if multi_worker is None:
+            model.fit(x_train, one_hot(y_train, num_classes), batch_size=batch_size, epochs=epochs,
+                      validation_data=(x_val, one_hot(y_val, num_classes)), shuffle=True,
+                      callbacks=callbacks, verbose=args.verbose)
+        else:  # fit() cannot run under MultiWorkerMirroredStrategy (keras-team/keras#20585)
+            callbacks = [cb for cb in callbacks if not isinstance(
+                cb, (keras.callbacks.BackupAndRestore, keras.callbacks.TensorBoard))]
+            multiworker.fit(model, multi_worker, x_train, one_hot(y_train, num_classes),
+                            batch_size=batch_size, epochs=epochs,
+                            validation_data=(x_val, one_hot(y_val, num_classes)),
+                            callbacks=callbacks, verbose=args.verbose, seed=args.seed)
     except KeyboardInterrupt:
         print(f"\nInterrupted. Finished epochs are kept in {paths['backup']}; "
               f"continue with the same command and --resume.", file=sys.stderr)
@@ -568,8 +587,11 @@ def train(model, args, data, *, name, class_names, batch_size, epochs, schedule=
     wall = time.perf_counter() - start
     save_h5(model, paths["final"], class_names)
 
-    test_loss, test_acc = model.evaluate(x_test, one_hot(y_test, num_classes),
-                                         batch_size=max(batch_size, 256), verbose=0)
+    if multi_worker is None:
+        test_loss, test_acc = model.evaluate(x_test, one_hot(y_test, num_classes),
+                                             batch_size=max(batch_size, 256), verbose=0)
+    else:
+        test_loss, test_acc = multiworker.evaluate(model, x_test, one_hot(y_test, num_classes))
     plot_history(paths["history"], paths["plot"], f"{name}: test accuracy {test_acc:.4f}")
     with open(paths["history"], newline="") as f:
         epochs_run = sum(1 for _ in csv.DictReader(f))
@@ -597,6 +619,8 @@ def train(model, args, data, *, name, class_names, batch_size, epochs, schedule=
     }
     with open(paths["summary"], "w") as f:
         json.dump(summary, f, indent=2, default=str)
+    if out != args.output_dir:  # a multi-worker run's scratch folder
+        shutil.rmtree(out, ignore_errors=True)
     print(f"Test accuracy: {test_acc:.4f}  (loss {test_loss:.4f}); "
           f"{summary['train_images_per_s'] or 0:.0f} training images/s; outputs in {out}")
     return summary

@@ -209,6 +209,27 @@ def test_hyperparameters_come_from_the_top_block():
     assert args.epochs == 5 and args.horizontal_flip is False and args.batch_size == simple_cnn.BATCH_SIZE
 
 
+@pytest.mark.parametrize("script", ["simple_cnn", "resnet_cifar", "resnet18_fashion_mnist", "vgg19_cifar",
+                                    "allconv_cifar"])
+def test_every_commented_constant_of_a_script_is_a_flag(script):
+    """A hyperparameter the parser cannot read (an expression, say) would
+    silently have no flag and no value in args: every commented upper-case
+    constant of the top block must come through, with its value."""
+    import ast
+    import importlib
+    module = importlib.import_module(script)
+    with open(module.__file__, encoding="utf-8") as f:
+        source = f.read()
+    lines = source.splitlines()
+    commented = [node.targets[0].id for node in ast.parse(source).body
+                 if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+                 and node.targets[0].id.isupper() and "  # " in lines[node.end_lineno - 1]]
+    found = {name: value for name, value, _ in training.hyperparameters(module.__file__)}
+    assert commented and set(commented) == set(found)
+    for name in commented:
+        assert found[name] == getattr(module, name)
+
+
 def test_help_lists_hyperparameters_with_defaults():
     result = subprocess.run([sys.executable, "simple_cnn.py", "--help"], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)

@@ -1,0 +1,151 @@
+"""Training across machines with TensorFlow's MultiWorkerMirroredStrategy.
+
+TensorFlow only, and isolated here: a distribution strategy is TensorFlow's
+own feature. Every worker runs the same script with the same flags; the
+cluster comes from the TF_CONFIG environment variable, e.g. on machine 0
+
+    TF_CONFIG='{"cluster": {"worker": ["10.0.0.1:12345", "10.0.0.2:12345"]},
+                "task": {"type": "worker", "index": 0}}' python resnet_cifar.py
+
+and the same with "index": 1 on machine 1.
+
+Keras 3's fit() cannot run under this strategy yet (keras-team/keras#20585),
+so `fit` below runs the same epochs with a loop of its own: each worker
+trains on its shard of every global batch, gradients are summed across all
+replicas of all workers, batch-norm statistics are averaged across workers
+after every epoch, and the scripts' callbacks (learning-rate schedule,
+history, checkpoints, progress bar) are called as fit() calls them. Every
+worker validates on the whole validation set, so all take the same decisions;
+only the chief (worker 0) writes files.
+"""
+
+import json
+import os
+
+import numpy as np
+
+import keras
+
+
+def strategy_from_environment():
+    """A MultiWorkerMirroredStrategy when TF_CONFIG names a cluster, else None.
+    Must run before TensorFlow does anything else in the process."""
+    config = os.environ.get("TF_CONFIG")
+    if not config:
+        return None
+    try:
+        workers = json.loads(config)["cluster"]["worker"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError("TF_CONFIG must be JSON like {\"cluster\": {\"worker\": [\"host:port\", ...]}, "
+                         "\"task\": {\"type\": \"worker\", \"index\": 0}}") from None
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(f"TF_CONFIG is set: training across machines needs KERAS_BACKEND=tensorflow, "
+                         f"not {keras.backend.backend()}")
+    import tensorflow as tf
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    print(f"Multi-worker training: worker {task_index()} of {len(workers)}, "
+          f"{strategy.num_replicas_in_sync} replicas in all")
+    return strategy
+
+
+def task_index():
+    return int(json.loads(os.environ["TF_CONFIG"]).get("task", {}).get("index", 0))
+
+
+def is_chief():
+    """Worker 0 writes the checkpoints, history and summary."""
+    return task_index() == 0
+
+
+def _dataset(strategy, x, y, global_batch, seed):
+    """Each worker's shard of the shuffled training set, in per-replica batches.
+    Every worker shuffles with the same seed, so the shards are disjoint."""
+    import tensorflow as tf
+
+    def make(context):
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shard(context.num_input_pipelines, context.input_pipeline_id)
+        return ds.batch(context.get_per_replica_batch_size(global_batch), drop_remainder=True).prefetch(2)
+    return strategy.distribute_datasets_from_function(make)
+
+
+def evaluate(model, x, y, batch_size=256):
+    """(loss, accuracy) of the whole set, computed by this worker alone."""
+    import tensorflow as tf
+    step = tf.function(lambda xb, yb: _loss_and_hits(model, xb, yb, training=False))
+    total_loss, hits = 0.0, 0
+    for i in range(0, len(x), batch_size):
+        loss, correct = step(x[i:i + batch_size], y[i:i + batch_size])
+        n = len(x[i:i + batch_size])
+        total_loss += float(loss) * n
+        hits += int(correct)
+    return total_loss / len(x), hits / len(x)
+
+
+def _loss_and_hits(model, xb, yb, training):
+    import tensorflow as tf
+    pred = model(xb, training=training)
+    loss = keras.ops.mean(model.loss(yb, pred)) if callable(model.loss) else \
+        keras.ops.mean(keras.losses.get(model.loss)(yb, pred))
+    hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(pred, -1), tf.argmax(yb, -1)), tf.int32))
+    return loss, hits
+
+
+def fit(model, strategy, x, y, *, batch_size, epochs, validation_data, callbacks, verbose, seed=0):
+    """model.fit(x, y, batch_size=batch_size (global), epochs, validation_data,
+    callbacks, verbose) across the workers of `strategy`."""
+    import tensorflow as tf
+    replicas = strategy.num_replicas_in_sync
+    steps = len(x) // batch_size
+    if steps < 1:
+        raise ValueError(f"{len(x)} training images are fewer than one global batch of {batch_size}")
+    data = _dataset(strategy, x, y, batch_size, seed)
+
+    def replica_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss, hits = _loss_and_hits(model, xb, yb, training=True)
+            total = loss + (keras.ops.sum(model.losses) if model.losses else 0.0)
+            scaled = total / replicas  # the optimizer sums the gradients of all replicas
+        grads = tape.gradient(scaled, model.trainable_variables)
+        model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss, hits
+
+    @tf.function
+    def train_step(batch):
+        loss, hits = strategy.run(replica_step, args=batch)
+        return (strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None),
+                strategy.reduce(tf.distribute.ReduceOp.SUM, hits, axis=None))
+
+    statistics = [v for v in model.non_trainable_variables if "moving" in v.path]
+
+    @tf.function
+    def averaged_statistics():
+        values = strategy.run(lambda: [tf.identity(v.value) for v in statistics])
+        return [strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for v in values]
+
+    callback_list = keras.callbacks.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
+                                                 model=model, verbose=verbose, epochs=epochs, steps=steps)
+    model.stop_training = False
+    callback_list.on_train_begin()
+    for epoch in range(epochs):
+        callback_list.on_epoch_begin(epoch)
+        losses, hits, seen = [], 0, 0
+        for step, batch in zip(range(steps), data):
+            callback_list.on_train_batch_begin(step)
+            loss, correct = train_step(batch)
+            losses.append(float(loss))
+            hits, seen = hits + int(correct), seen + batch_size
+            callback_list.on_train_batch_end(step, {"loss": float(np.mean(losses)), "accuracy": hits / seen})
+        for var, value in zip(statistics, averaged_statistics()):  # one set of BN statistics
+            var.assign(value)
+        logs = {"loss": float(np.mean(losses)), "accuracy": hits / seen}
+        callback_list.on_test_begin()
+        val_loss, val_acc = evaluate(model, *validation_data)
+        callback_list.on_test_end({"loss": val_loss, "accuracy": val_acc})
+        logs.update(val_loss=val_loss, val_accuracy=val_acc)
+        callback_list.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    callback_list.on_train_end(logs)
+    return model.history
