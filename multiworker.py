@@ -21,6 +21,7 @@ only the chief (worker 0) writes files.
 
 import json
 import os
+import weakref
 
 import numpy as np
 
@@ -70,15 +71,20 @@ def _dataset(strategy, x, y, global_batch, seed):
     return strategy.distribute_datasets_from_function(make)
 
 
+_evaluation_steps = weakref.WeakKeyDictionary()  # model: its compiled evaluation step
+
+
 def evaluate(model, x, y, batch_size=256):
     """(loss, accuracy) of the whole set, computed by this worker alone."""
     import tensorflow as tf
-    step = tf.function(lambda xb, yb: _loss_and_hits(model, xb, yb, training=False))
+    if model not in _evaluation_steps:  # traced once, not once an epoch
+        _evaluation_steps[model] = tf.function(lambda xb, yb: _loss_and_hits(model, xb, yb, training=False))
+    step = _evaluation_steps[model]
     total_loss, hits = 0.0, 0
     for i in range(0, len(x), batch_size):
-        loss, correct = step(x[i:i + batch_size], y[i:i + batch_size])
-        n = len(x[i:i + batch_size])
-        total_loss += float(loss) * n
+        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+        loss, correct = step(xb, yb)
+        total_loss += float(loss) * len(xb)
         hits += int(correct)
     return total_loss / len(x), hits / len(x)
 
@@ -86,8 +92,7 @@ def evaluate(model, x, y, batch_size=256):
 def _loss_and_hits(model, xb, yb, training):
     import tensorflow as tf
     pred = model(xb, training=training)
-    loss = keras.ops.mean(model.loss(yb, pred)) if callable(model.loss) else \
-        keras.ops.mean(keras.losses.get(model.loss)(yb, pred))
+    loss = keras.ops.mean(keras.losses.get(model.loss)(yb, pred))  # compile()'s loss: a name or a callable
     hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(pred, -1), tf.argmax(yb, -1)), tf.int32))
     return loss, hits
 

@@ -151,8 +151,8 @@ def setup(args):
 def mixed_precision_policy():
     """float16 where it is fast (GPUs, with loss scaling that compile() adds
     by itself), bfloat16 on CPUs and TPUs, which have no float16 units."""
-    gpu = any(d.lower().startswith("gpu") or "cuda" in d.lower() for d in keras.distribution.list_devices()) \
-        if keras.backend.backend() != "torch" else _torch_cuda()
+    gpu = _torch_cuda() if keras.backend.backend() == "torch" else \
+        any(d.lower().startswith("gpu") or "cuda" in d.lower() for d in accelerators())
     return "mixed_float16" if gpu else "mixed_bfloat16"
 
 
@@ -567,19 +567,18 @@ def train(model, args, data, *, name, class_names, batch_size, epochs, schedule=
                                extra=extra_callbacks)
     throughput = next(cb for cb in callbacks if isinstance(cb, Throughput))
     checkpoint = next(cb for cb in callbacks if isinstance(cb, BestCheckpoint))
+    targets, validation = one_hot(y_train, num_classes), (x_val, one_hot(y_val, num_classes))
     start = time.perf_counter()
     try:
         if multi_worker is None:
-            model.fit(x_train, one_hot(y_train, num_classes), batch_size=batch_size, epochs=epochs,
-                      validation_data=(x_val, one_hot(y_val, num_classes)), shuffle=True,
-                      callbacks=callbacks, verbose=args.verbose)
+            model.fit(x_train, targets, batch_size=batch_size, epochs=epochs, validation_data=validation,
+                      shuffle=True, callbacks=callbacks, verbose=args.verbose)
         else:  # fit() cannot run under MultiWorkerMirroredStrategy (keras-team/keras#20585)
             callbacks = [cb for cb in callbacks if not isinstance(
                 cb, (keras.callbacks.BackupAndRestore, keras.callbacks.TensorBoard))]
-            multiworker.fit(model, multi_worker, x_train, one_hot(y_train, num_classes),
-                            batch_size=batch_size, epochs=epochs,
-                            validation_data=(x_val, one_hot(y_val, num_classes)),
-                            callbacks=callbacks, verbose=args.verbose, seed=args.seed)
+            multiworker.fit(model, multi_worker, x_train, targets, batch_size=batch_size, epochs=epochs,
+                            validation_data=validation, callbacks=callbacks, verbose=args.verbose,
+                            seed=args.seed)
     except KeyboardInterrupt:
         print(f"\nInterrupted. Finished epochs are kept in {paths['backup']}; "
               f"continue with the same command and --resume.", file=sys.stderr)
@@ -587,11 +586,11 @@ def train(model, args, data, *, name, class_names, batch_size, epochs, schedule=
     wall = time.perf_counter() - start
     save_h5(model, paths["final"], class_names)
 
+    test_targets = one_hot(y_test, num_classes)
     if multi_worker is None:
-        test_loss, test_acc = model.evaluate(x_test, one_hot(y_test, num_classes),
-                                             batch_size=max(batch_size, 256), verbose=0)
+        test_loss, test_acc = model.evaluate(x_test, test_targets, batch_size=max(batch_size, 256), verbose=0)
     else:
-        test_loss, test_acc = multiworker.evaluate(model, x_test, one_hot(y_test, num_classes))
+        test_loss, test_acc = multiworker.evaluate(model, x_test, test_targets)
     plot_history(paths["history"], paths["plot"], f"{name}: test accuracy {test_acc:.4f}")
     with open(paths["history"], newline="") as f:
         epochs_run = sum(1 for _ in csv.DictReader(f))

@@ -40,32 +40,30 @@ LIGHT = dict(width_shift_range=0.1, height_shift_range=0.1, horizontal_flip=True
 HEAVY = dict(rotation_range=40, width_shift_range=0.2, height_shift_range=0.2, zoom_range=0.2,
              horizontal_flip=True)
 
-# model: (how to build it with an augmentation dict, the augmentation its script uses, input shape)
+def script(name):
+    """A script of the collection, imported only in a worker (after its backend is set)."""
+    import importlib
+    return importlib.import_module(name)
+
+
+# model: (build it with an augmentation dict or None, the augmentation its script uses, input shape)
 MODELS = {
-    "simple_cnn deep": ("simple_cnn", "deep", HEAVY, (32, 32, 3)),
-    "ResNet-20 v1": ("resnet_cifar", 20, dict(width_shift_range=0.125, height_shift_range=0.125,
-                                              horizontal_flip=True), (32, 32, 3)),
-    "ResNet-56 v1": ("resnet_cifar", 56, LIGHT, (32, 32, 3)),
-    "VGG-19": ("vgg19_cifar", "E", dict(width_shift_range=0.125, height_shift_range=0.125,
-                                        horizontal_flip=True, fill_mode="constant"), (32, 32, 3)),
-    "All-CNN-C": ("allconv_cifar", None, LIGHT, (32, 32, 3)),
-    "ResNet-18 (Fashion-MNIST, 96x96)": ("resnet18_fashion_mnist", None, LIGHT, (28, 28, 1)),
+    "simple_cnn deep": (lambda aug: script("simple_cnn").build_model("deep", aug), HEAVY, (32, 32, 3)),
+    "ResNet-20 v1": (lambda aug: script("resnet_cifar").build_model(1, 20, None, aug),
+                     dict(width_shift_range=0.125, height_shift_range=0.125, horizontal_flip=True), (32, 32, 3)),
+    "ResNet-56 v1": (lambda aug: script("resnet_cifar").build_model(1, 56, None, aug), LIGHT, (32, 32, 3)),
+    "VGG-19": (lambda aug: script("vgg19_cifar").build_model("E", aug),
+               dict(width_shift_range=0.125, height_shift_range=0.125, horizontal_flip=True,
+                    fill_mode="constant"), (32, 32, 3)),
+    "All-CNN-C": (lambda aug: script("allconv_cifar").build_model(aug), LIGHT, (32, 32, 3)),
+    "ResNet-18 (Fashion-MNIST, 96x96)": (
+        lambda aug: script("resnet18_fashion_mnist").build_model("imagenet", (28, 28, 1), 96, 10, aug),
+        LIGHT, (28, 28, 1)),
 }
 
 
 def build(model_name, augment):
-    import importlib
-    module_name, variant, _, shape = MODELS[model_name]
-    module = importlib.import_module(module_name)
-    if module_name == "simple_cnn":
-        return module.build_model(variant, augment)
-    if module_name == "resnet_cifar":
-        return module.build_model(1, variant, None, augment)
-    if module_name == "vgg19_cifar":
-        return module.build_model(variant, augment)
-    if module_name == "allconv_cifar":
-        return module.build_model(augment)
-    return module.build_model("imagenet", shape, 96, 10, augment)
+    return MODELS[model_name][0](augment)
 
 
 def images(n, shape, seed=0):
@@ -148,7 +146,7 @@ def training_rate(model_name, augment, batch_size, steps, jit_compile="auto", po
     Nesterov momentum, one-hot targets; after one compiling fit."""
     import keras
     keras.utils.set_random_seed(0)
-    shape = MODELS[model_name][3]
+    shape = MODELS[model_name][2]
     keras.mixed_precision.set_global_policy(policy)
     try:
         model = build(model_name, augment)
@@ -169,7 +167,7 @@ def inference_rate(model_name, policy, batch_size, batches):
     keras.mixed_precision.set_global_policy(policy)
     try:
         model = build(model_name, None)
-        x = images(batch_size * batches, MODELS[model_name][3])[0]
+        x = images(batch_size * batches, MODELS[model_name][2])[0]
         model.predict(x[:batch_size], batch_size=batch_size, verbose=0)
         start = time.perf_counter()
         model.predict(x, batch_size=batch_size, verbose=0)
@@ -251,7 +249,7 @@ def worker(args):
             note(f"augmentation {name}", e)
     for model_name in args.models:
         row = result["training"].setdefault(model_name, {})
-        for label, augment in (("augmentation off", None), ("augmentation on", MODELS[model_name][2])):
+        for label, augment in (("augmentation off", None), ("augmentation on", MODELS[model_name][1])):
             try:
                 row[label] = training_rate(model_name, augment, args.batch_size, args.steps)
                 print(f"  {backend} train {model_name} {label}: {row[label]:.0f} images/s", flush=True)
@@ -265,7 +263,7 @@ def worker(args):
             except Exception as e:
                 note(f"inference {model_name} {policy}", e)
     if "ResNet-20 v1" in args.models:  # what else might close the gap to the PyTorch peer
-        augment = MODELS["ResNet-20 v1"][2]
+        augment = MODELS["ResNet-20 v1"][1]
         variants = {"jit_compile=True (XLA)": dict(jit_compile=True),
                     "mixed precision (bfloat16)": dict(policy="mixed_bfloat16"),
                     f"batch {2 * args.batch_size}": dict(batch_size=2 * args.batch_size)}

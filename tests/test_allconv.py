@@ -48,15 +48,16 @@ def run_driver(*args, env=None, timeout=300):
 
 
 def weights_of(path):
-    data = np.load(path)
-    return [data[f"arr_{i}"] for i in range(len(data.files) - 1)], int(data["n"])
+    """The arrays arr_0, arr_1, ... of a driver's .npz, in order."""
+    with np.load(path) as data:
+        return [data[f"arr_{i}"] for i in range(sum(k.startswith("arr_") for k in data.files))]
 
 
 def test_data_parallel_step_equals_single_device_step(tmp_path):
     out = str(tmp_path / "eq.npz")
     result = run_driver("equivalence", out)
     assert result.returncode == 0, result.stderr[-3000:]
-    arrays, n = weights_of(out)
+    arrays, n = weights_of(out), int(np.load(out)["n"])
     parallel, single = arrays[:n], arrays[n:]
     assert len(parallel) == len(single) == 4
     for p, s in zip(parallel, single):
@@ -99,10 +100,10 @@ def test_a_two_worker_step_equals_a_single_process_step(tmp_path):
     """Each worker takes half of the global batch of 32; the summed gradients
     give the single-process step on all 32, to float32 rounding."""
     run_cluster(tmp_path, "step")
-    first, second = (weights_of_npz(tmp_path / f"w{i}.npz") for i in range(2))
+    first, second = (weights_of(tmp_path / f"w{i}.npz") for i in range(2))
     (tmp_path / "single").mkdir()
     run_cluster(tmp_path / "single", "step", workers=0)
-    single = weights_of_npz(tmp_path / "single" / "w0.npz")
+    single = weights_of(tmp_path / "single" / "w0.npz")
     for a, b, c in zip(first, second, single):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(a, c, rtol=0, atol=1e-6)
@@ -119,15 +120,10 @@ def test_two_workers_on_localhost_train_to_the_same_weights(tmp_path):
     assert summary["epochs_run"] == 1 and summary["hyperparameters"]["replicas"] == 2
     assert summary["optimizer_steps"] == 256 // 32  # 256 images, global batch 2 x 16
     assert 0 <= summary["test_accuracy"] <= 1
-    first, second = (weights_of_npz(tmp_path / f"w{i}.npz") for i in range(2))
+    first, second = (weights_of(tmp_path / f"w{i}.npz") for i in range(2))
     assert len(first) == len(second) > 10
     for a, b in zip(first, second):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
-
-
-def weights_of_npz(path):
-    with np.load(path) as f:
-        return [f[f"arr_{i}"] for i in range(len(f.files))]
 
 
 def test_a_malformed_tf_config_is_a_clear_error(tmp_path, fake_cifar):
