@@ -10,7 +10,8 @@ Two recipes:
   seed  the example's own: Adam 1e-3 stepped down after epochs 80/120/160/180,
         ReduceLROnPlateau, batch 32, shifts 0.1 + flips, 200 epochs
   fast  ours: SGD + Nesterov, batch 128, linear warm-up then cosine decay,
-        label smoothing, shifts 0.125 + flips, 40 epochs
+        label smoothing, shifts 0.125 (zero fill, as the paper's padding) + flips,
+        weight decay 5e-4, batch-norm momentum 0.9, 40 epochs
 
     python resnet_cifar.py                        # ResNet-20 v1, the seed recipe
     python resnet_cifar.py --recipe fast          # ResNet-20 v1 in 40 epochs
@@ -44,9 +45,12 @@ FAST_WARMUP_EPOCHS = 2  # fast recipe: linear warm-up before the cosine decay
 FAST_MOMENTUM = 0.9  # fast recipe: Nesterov momentum
 FAST_SHIFT = 0.125  # fast recipe: random shifts (4 pixels), fraction of width and height
 LABEL_SMOOTHING = 0.1  # fast recipe: label smoothing of the cross-entropy
+FAST_WEIGHT_DECAY = 2.5e-4  # fast recipe: L2 of every kernel (SGD weight decay 5e-4; the seed's 1e-4 is 2e-4)
+FAST_BN_MOMENTUM = 0.9  # fast recipe: batch-norm moving-average momentum (PyTorch's 0.1; Keras's default 0.99)
+FAST_FILL_MODE = "constant"  # fast recipe: shifted-in pixels are 0, the mean colour (the paper's zero padding)
 HORIZONTAL_FLIP = True  # random left-right mirror (both recipes)
-FILL_MODE = "nearest"  # how pixels shifted in from outside are filled
-WEIGHT_DECAY = 1e-4  # L2 regularisation of every convolution kernel
+FILL_MODE = "nearest"  # seed recipe: how pixels shifted in from outside are filled
+WEIGHT_DECAY = 1e-4  # seed recipe: L2 regularisation of every convolution kernel
 VAL_SPLIT = 0.0  # fraction of training images held out for validation (0: the test set, as the seed)
 
 NUM_CLASSES = 10
@@ -57,7 +61,8 @@ NUM_CLASSES = 10
 # --------------------------------------------------------------------------
 
 def resnet_layer(inputs, num_filters=16, kernel_size=3, strides=1, activation="relu",
-                 batch_normalization=True, conv_first=True, weight_decay=WEIGHT_DECAY):
+                 batch_normalization=True, conv_first=True, weight_decay=WEIGHT_DECAY,
+                 bn_momentum=0.99):
     """Conv2D-BN-activation (conv_first) or BN-activation-Conv2D."""
     conv = layers.Conv2D(num_filters, kernel_size, strides=strides, padding="same",
                          kernel_initializer="he_normal",
@@ -66,7 +71,7 @@ def resnet_layer(inputs, num_filters=16, kernel_size=3, strides=1, activation="r
     if conv_first:
         x = conv(x)
     if batch_normalization:
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(momentum=bn_momentum)(x)
     if activation is not None:
         x = layers.Activation(activation)(x)
     if not conv_first:
@@ -74,17 +79,18 @@ def resnet_layer(inputs, num_filters=16, kernel_size=3, strides=1, activation="r
     return x
 
 
-def resnet_v1(x, depth, num_classes=NUM_CLASSES, weight_decay=WEIGHT_DECAY):
+def resnet_v1(x, depth, num_classes=NUM_CLASSES, weight_decay=WEIGHT_DECAY, bn_momentum=0.99):
+    opts = dict(weight_decay=weight_decay, bn_momentum=bn_momentum)
     num_filters, num_blocks = 16, (depth - 2) // 6
-    x = resnet_layer(x, weight_decay=weight_decay)
+    x = resnet_layer(x, **opts)
     for stack in range(3):
         for block in range(num_blocks):
             strides = 2 if stack > 0 and block == 0 else 1
-            y = resnet_layer(x, num_filters, strides=strides, weight_decay=weight_decay)
-            y = resnet_layer(y, num_filters, activation=None, weight_decay=weight_decay)
+            y = resnet_layer(x, num_filters, strides=strides, **opts)
+            y = resnet_layer(y, num_filters, activation=None, **opts)
             if strides == 2:  # projection shortcut where the stage changes
                 x = resnet_layer(x, num_filters, kernel_size=1, strides=strides, activation=None,
-                                 batch_normalization=False, weight_decay=weight_decay)
+                                 batch_normalization=False, **opts)
             x = layers.Activation("relu")(layers.add([x, y]))
         num_filters *= 2
     x = layers.AveragePooling2D(pool_size=8)(x)
@@ -93,9 +99,10 @@ def resnet_v1(x, depth, num_classes=NUM_CLASSES, weight_decay=WEIGHT_DECAY):
                         dtype="float32")(x)  # float32 output under --mixed-precision
 
 
-def resnet_v2(x, depth, num_classes=NUM_CLASSES, weight_decay=WEIGHT_DECAY):
+def resnet_v2(x, depth, num_classes=NUM_CLASSES, weight_decay=WEIGHT_DECAY, bn_momentum=0.99):
+    opts = dict(weight_decay=weight_decay, bn_momentum=bn_momentum)
     filters_in, num_blocks = 16, (depth - 2) // 9
-    x = resnet_layer(x, filters_in, conv_first=True, weight_decay=weight_decay)
+    x = resnet_layer(x, filters_in, conv_first=True, **opts)
     for stage in range(3):
         for block in range(num_blocks):
             activation, batch_normalization, strides = "relu", True, 1
@@ -109,15 +116,15 @@ def resnet_v2(x, depth, num_classes=NUM_CLASSES, weight_decay=WEIGHT_DECAY):
                     strides = 2
             y = resnet_layer(x, filters_in, kernel_size=1, strides=strides, activation=activation,
                              batch_normalization=batch_normalization, conv_first=False,
-                             weight_decay=weight_decay)
-            y = resnet_layer(y, filters_in, conv_first=False, weight_decay=weight_decay)
-            y = resnet_layer(y, filters_out, kernel_size=1, conv_first=False, weight_decay=weight_decay)
+                             **opts)
+            y = resnet_layer(y, filters_in, conv_first=False, **opts)
+            y = resnet_layer(y, filters_out, kernel_size=1, conv_first=False, **opts)
             if block == 0:
                 x = resnet_layer(x, filters_out, kernel_size=1, strides=strides, activation=None,
-                                 batch_normalization=False, weight_decay=weight_decay)
+                                 batch_normalization=False, **opts)
             x = layers.add([x, y])
         filters_in = filters_out
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(momentum=bn_momentum)(x)
     x = layers.Activation("relu")(x)
     x = layers.AveragePooling2D(pool_size=8)(x)
     x = layers.Flatten()(x)
@@ -130,10 +137,12 @@ def depth_of(version, n):
 
 
 def build_model(version=VERSION, depth=None, normalization=None, augment=None,
-                input_shape=(32, 32, 3), num_classes=NUM_CLASSES, weight_decay=WEIGHT_DECAY):
+                input_shape=(32, 32, 3), num_classes=NUM_CLASSES, weight_decay=WEIGHT_DECAY,
+                bn_momentum=0.99):
     """An uncompiled ResNet taking raw pixels. `depth` defaults to N's;
     `normalization`: a layer (training.pixel_mean(x_train)), default ÷255;
-    `augment`: ImageDataGenerator knobs (training.augmentation), or None."""
+    `augment`: ImageDataGenerator knobs (training.augmentation), or None;
+    `bn_momentum`: batch norm's moving-average momentum (Keras's 0.99)."""
     depth = depth or depth_of(version, N)
     if version not in (1, 2):
         raise training.UsageError(f"VERSION must be 1 or 2, got {version}")
@@ -145,7 +154,7 @@ def build_model(version=VERSION, depth=None, normalization=None, augment=None,
     x = training.preprocess(inputs, normalization or training.rescale(),
                             training.augmentation(**(augment or {})))
     body = resnet_v1 if version == 1 else resnet_v2
-    outputs = body(x, depth, num_classes, weight_decay)
+    outputs = body(x, depth, num_classes, weight_decay, bn_momentum)
     return keras.Model(inputs, outputs, name=f"ResNet{depth}v{version}")
 
 
@@ -165,17 +174,22 @@ def warmup_cosine(peak, epochs, warmup):
 
 
 def recipe(args):
-    """(optimizer, loss, schedule, extra callbacks, batch size, epochs, augmentation)."""
+    """What the recipe chooses: optimizer, loss, schedule, extra callbacks,
+    batch size, epochs, shift, fill mode, weight decay and batch-norm momentum."""
     if args.recipe == "fast":
-        return (keras.optimizers.SGD(args.fast_learning_rate, momentum=args.fast_momentum, nesterov=True),
-                keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
-                warmup_cosine(args.fast_learning_rate, args.fast_epochs, args.fast_warmup_epochs),
-                [], args.fast_batch_size, args.fast_epochs, args.fast_shift)
+        return dict(optimizer=keras.optimizers.SGD(args.fast_learning_rate, momentum=args.fast_momentum,
+                                                   nesterov=True),
+                    loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
+                    schedule=warmup_cosine(args.fast_learning_rate, args.fast_epochs, args.fast_warmup_epochs),
+                    extra=[], batch_size=args.fast_batch_size, epochs=args.fast_epochs, shift=args.fast_shift,
+                    fill_mode=args.fast_fill_mode, weight_decay=args.fast_weight_decay,
+                    bn_momentum=args.fast_bn_momentum)
     plateau = keras.callbacks.ReduceLROnPlateau(factor=args.plateau_factor, patience=args.plateau_patience,
                                                 cooldown=0, min_lr=args.plateau_min_lr)
-    return (keras.optimizers.Adam(args.learning_rate), keras.losses.CategoricalCrossentropy(),
-            training.step_schedule(args.learning_rate, args.lr_steps), [plateau],
-            args.batch_size, args.epochs, args.shift)
+    return dict(optimizer=keras.optimizers.Adam(args.learning_rate), loss=keras.losses.CategoricalCrossentropy(),
+                schedule=training.step_schedule(args.learning_rate, args.lr_steps), extra=[plateau],
+                batch_size=args.batch_size, epochs=args.epochs, shift=args.shift, fill_mode=args.fill_mode,
+                weight_decay=args.weight_decay, bn_momentum=0.99)
 
 
 def main(argv=None):
@@ -191,18 +205,20 @@ def main(argv=None):
 
     # Model
     with scope:
-        optimizer, loss, schedule, extra, batch_size, epochs, shift = recipe(args)
-        augment = dict(width_shift_range=shift, height_shift_range=shift,
-                       horizontal_flip=args.horizontal_flip, fill_mode=args.fill_mode)
+        r = recipe(args)
+        augment = dict(width_shift_range=r["shift"], height_shift_range=r["shift"],
+                       horizontal_flip=args.horizontal_flip, fill_mode=r["fill_mode"])
         model = build_model(args.version, args.depth or depth_of(args.version, args.n),
-                            training.pixel_mean(x_train), augment, weight_decay=args.weight_decay)
-        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+                            training.pixel_mean(x_train), augment, weight_decay=r["weight_decay"],
+                            bn_momentum=r["bn_momentum"])
+        model.compile(optimizer=r["optimizer"], loss=r["loss"], metrics=["accuracy"])
     model.summary()
 
     # Training and evaluation
     name = f"cifar10_{model.name}"
     training.train(model, args, data, name=name, class_names=load_data.CIFAR10_CLASSES,
-                   batch_size=batch_size, epochs=epochs, schedule=schedule, extra_callbacks=extra,
+                   batch_size=r["batch_size"], epochs=r["epochs"], schedule=r["schedule"],
+                   extra_callbacks=r["extra"],
                    best_template=f"{name}_model.{{epoch:03d}}.h5",
                    validation_note=f"recipe {args.recipe}")
     return 0

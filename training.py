@@ -505,6 +505,17 @@ def device_description():
         return f"unknown ({e})"
 
 
+def machine_description():
+    """The host: CPU model and core count (the accelerator is `device`)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
 def library_versions():
     versions = {"python": platform.python_version(), "keras": keras.__version__, "numpy": np.__version__}
     backend = keras.backend.backend()
@@ -596,6 +607,8 @@ def train(model, args, data, *, name, class_names, batch_size, epochs, schedule=
         epochs_run = sum(1 for _ in csv.DictReader(f))
     summary = {
         "model": name,
+        "command": " ".join(["python3", os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"),
         "parameters": int(model.count_params()),
         "trainable_parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
         "test_loss": float(test_loss),
@@ -610,6 +623,7 @@ def train(model, args, data, *, name, class_names, batch_size, epochs, schedule=
         "validation": how + (f"; {validation_note}" if validation_note else ""),
         "backend": keras.backend.backend(),
         "device": device_description(),
+        "machine": machine_description(),
         "versions": library_versions(),
         "seed": args.seed,
         "hyperparameters": {k: v for k, v in sorted(vars(args).items())},
