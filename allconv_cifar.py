@@ -15,6 +15,7 @@ import keras
 from keras import layers
 
 import load_data
+import schedules
 import training
 
 # Hyperparameters (each can be overridden on the command line: --epochs 5).
@@ -82,7 +83,7 @@ def main(argv=None):
     model.summary()
 
     # Training and evaluation
-    schedule = training.step_schedule(args.learning_rate, args.lr_steps)
+    schedule = schedules.step_schedule(args.learning_rate, args.lr_steps)
     training.train(model, args, data, name="allconv", class_names=load_data.CIFAR10_CLASSES,
                    batch_size=args.batch_size, epochs=args.epochs, schedule=schedule,
                    best_template="allconv_best.h5", final_name=args.final_file,

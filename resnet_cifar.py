@@ -8,7 +8,8 @@ subtraction lives inside the model, so checkpoints take raw uint8 RGB images.
 
 Two recipes:
   seed  the example's own: Adam 1e-3 stepped down after epochs 80/120/160/180,
-        ReduceLROnPlateau, batch 32, shifts 0.1 + flips, 200 epochs
+        plateau cuts (ReduceLROnPlateau's, made to last), batch 32, shifts 0.1 + flips,
+        200 epochs
   fast  ours: SGD + Nesterov, batch 128, linear warm-up then cosine decay,
         label smoothing, shifts 0.125 (zero fill, as the paper's padding) + flips,
         weight decay 5e-4, batch-norm momentum 0.9, 40 epochs
@@ -18,12 +19,11 @@ Two recipes:
     python resnet_cifar.py --version 2 --n 6      # ResNet-56 v2
 """
 
-import math
-
 import keras
 from keras import layers
 
 import load_data
+import schedules
 import training
 
 # Hyperparameters (each can be overridden on the command line: --epochs 5).
@@ -162,32 +162,22 @@ def build_model(version=VERSION, depth=None, normalization=None, augment=None,
 # Recipes
 # --------------------------------------------------------------------------
 
-def warmup_cosine(peak, epochs, warmup):
-    """Linear warm-up to `peak` over `warmup` epochs, then cosine decay
-    towards 0 at the end of the last epoch; a pure function of the epoch."""
-    def schedule(epoch, lr=None):
-        if epoch < warmup:
-            return peak * (epoch + 1) / warmup
-        progress = (epoch - warmup) / max(1, epochs - warmup)
-        return 0.5 * peak * (1 + math.cos(math.pi * progress))
-    return schedule
-
-
 def recipe(args):
-    """What the recipe chooses: optimizer, loss, schedule, extra callbacks,
+    """What the recipe chooses: optimizer, loss, schedule, plateau cuts,
     batch size, epochs, shift, fill mode, weight decay and batch-norm momentum."""
     if args.recipe == "fast":
         return dict(optimizer=keras.optimizers.SGD(args.fast_learning_rate, momentum=args.fast_momentum,
                                                    nesterov=True),
                     loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
-                    schedule=warmup_cosine(args.fast_learning_rate, args.fast_epochs, args.fast_warmup_epochs),
-                    extra=[], batch_size=args.fast_batch_size, epochs=args.fast_epochs, shift=args.fast_shift,
+                    schedule=schedules.warmup_cosine(args.fast_learning_rate, args.fast_epochs,
+                                                     args.fast_warmup_epochs),
+                    plateau=None, batch_size=args.fast_batch_size, epochs=args.fast_epochs, shift=args.fast_shift,
                     fill_mode=args.fast_fill_mode, weight_decay=args.fast_weight_decay,
                     bn_momentum=args.fast_bn_momentum)
-    plateau = keras.callbacks.ReduceLROnPlateau(factor=args.plateau_factor, patience=args.plateau_patience,
-                                                cooldown=0, min_lr=args.plateau_min_lr)
+    # The example's ReduceLROnPlateau, as cuts that last (see schedules.PlateauSchedule)
+    plateau = dict(factor=args.plateau_factor, patience=args.plateau_patience, min_lr=args.plateau_min_lr)
     return dict(optimizer=keras.optimizers.Adam(args.learning_rate), loss=keras.losses.CategoricalCrossentropy(),
-                schedule=training.step_schedule(args.learning_rate, args.lr_steps), extra=[plateau],
+                schedule=schedules.step_schedule(args.learning_rate, args.lr_steps), plateau=plateau,
                 batch_size=args.batch_size, epochs=args.epochs, shift=args.shift, fill_mode=args.fill_mode,
                 weight_decay=args.weight_decay, bn_momentum=0.99)
 
@@ -218,7 +208,7 @@ def main(argv=None):
     name = f"cifar10_{model.name}"
     training.train(model, args, data, name=name, class_names=load_data.CIFAR10_CLASSES,
                    batch_size=r["batch_size"], epochs=r["epochs"], schedule=r["schedule"],
-                   extra_callbacks=r["extra"],
+                   plateau=r["plateau"],
                    best_template=f"{name}_model.{{epoch:03d}}.h5",
                    validation_note=f"recipe {args.recipe}")
     return 0

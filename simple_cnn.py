@@ -19,6 +19,7 @@ import keras
 from keras import layers
 
 import load_data
+import schedules
 import training
 
 # Hyperparameters (each can be overridden on the command line: --epochs 5).
@@ -89,7 +90,7 @@ def main(argv=None):
     model.summary()
 
     # Training and evaluation
-    schedule = training.step_schedule(args.learning_rate, [(args.lr_drop_epoch, args.lr_drop_factor)])
+    schedule = schedules.step_schedule(args.learning_rate, [(args.lr_drop_epoch, args.lr_drop_factor)])
     training.train(model, args, data, name=model.name, class_names=load_data.CIFAR10_CLASSES,
                    batch_size=args.batch_size, epochs=args.epochs, schedule=schedule)
     return 0

@@ -34,6 +34,7 @@ import keras
 from keras import layers
 
 import load_data
+import schedules
 
 class UsageError(Exception):
     """A bad value on the command line or in the hyperparameters."""
@@ -332,25 +333,6 @@ def one_hot(y, num_classes):
 
 
 # --------------------------------------------------------------------------
-# Learning-rate schedules: pure functions of the epoch
-# --------------------------------------------------------------------------
-
-def step_schedule(base_lr, steps):
-    """lr = base_lr * factor of the last step whose epoch has passed.
-    `steps`: [(after_epoch, factor), ...]; epochs are 0-based as Keras
-    passes them, so (80, 0.1) applies from the 81st epoch."""
-    steps = sorted(steps)
-
-    def schedule(epoch, lr=None):
-        factor = 1.0
-        for after, f in steps:
-            if epoch >= after:
-                factor = f
-        return float(base_lr * factor)
-    return schedule
-
-
-# --------------------------------------------------------------------------
 # Callbacks
 # --------------------------------------------------------------------------
 
@@ -440,13 +422,17 @@ def _trim_history(csv_path, epochs_done):
     return kept
 
 
-def make_callbacks(args, paths, n_train, class_names, schedule, best_so_far, extra=()):
-    """The callbacks of every run. BackupAndRestore comes last so that an
-    epoch counts as done only once its history row and checkpoint exist."""
+def make_callbacks(args, paths, n_train, class_names, schedule, best_so_far, plateau=None):
+    """The callbacks of every run. `plateau`: PlateauSchedule's factor,
+    patience and min_lr, for plateau cuts on top of the schedule.
+    BackupAndRestore comes last so that an epoch counts as done only once its
+    history row, checkpoint and plateau state exist."""
     cbs = []
-    if schedule is not None:
+    if plateau:
+        cbs.append(schedules.PlateauSchedule(schedule, **plateau,
+                                             state_path=os.path.join(paths["backup"], "plateau.json")))
+    elif schedule is not None:
         cbs.append(keras.callbacks.LearningRateScheduler(schedule))
-    cbs += list(extra)
     cbs += [
         keras.callbacks.TerminateOnNaN(),
         Throughput(n_train),
@@ -530,7 +516,7 @@ def library_versions():
 # --------------------------------------------------------------------------
 
 def train(model, args, data, *, name, class_names, batch_size, epochs, schedule=None,
-          best_template=None, final_name=None, history_name=None, extra_callbacks=(),
+          best_template=None, final_name=None, history_name=None, plateau=None,
           validation_note=""):
     """Fit a compiled model and write everything a run produces into
     `args.output_dir`. `data` is prepare_data()'s (train, val, test, how).
@@ -575,7 +561,7 @@ def train(model, args, data, *, name, class_names, batch_size, epochs, schedule=
         schedule = lambda epoch, lr=None: replicas * base(epoch)  # noqa: E731
 
     callbacks = make_callbacks(args, paths, len(x_train), class_names, schedule, best_so_far,
-                               extra=extra_callbacks)
+                               plateau=plateau)
     throughput = next(cb for cb in callbacks if isinstance(cb, Throughput))
     checkpoint = next(cb for cb in callbacks if isinstance(cb, BestCheckpoint))
     targets, validation = one_hot(y_train, num_classes), (x_val, one_hot(y_val, num_classes))

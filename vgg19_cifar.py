@@ -22,6 +22,7 @@ import keras
 from keras import layers
 
 import load_data
+import schedules
 import training
 
 # Hyperparameters (each can be overridden on the command line: --epochs 5).
@@ -213,7 +214,7 @@ def main(argv=None):
     model.summary()
 
     # Training and evaluation
-    schedule = training.step_schedule(args.learning_rate, args.lr_steps)
+    schedule = schedules.step_schedule(args.learning_rate, args.lr_steps)
     training.train(model, args, data, name=f"cifar10_{model.name}", class_names=load_data.CIFAR10_CLASSES,
                    batch_size=args.batch_size, epochs=args.epochs, schedule=schedule,
                    validation_note=f"initialisation: {init}")

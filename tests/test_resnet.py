@@ -10,6 +10,7 @@ import keras
 import predict
 import resnet18_fashion_mnist as R18
 import resnet_cifar as R
+import schedules
 import training
 from helpers import synthetic_cifar
 
@@ -40,7 +41,7 @@ def test_each_version_trains_a_step(version, depth):
 
 
 def test_seed_schedule_at_its_boundaries():
-    schedule = training.step_schedule(1e-3, R.LR_STEPS)
+    schedule = schedules.step_schedule(1e-3, R.LR_STEPS)
     # As the Keras example: `epoch > 80` (0-based) multiplies by 0.1, and so on.
     expected = {0: 1e-3, 80: 1e-3, 81: 1e-4, 120: 1e-4, 121: 1e-5, 160: 1e-5, 161: 1e-6,
                 180: 1e-6, 181: 0.5e-6, 199: 0.5e-6}
@@ -49,7 +50,7 @@ def test_seed_schedule_at_its_boundaries():
 
 
 def test_fast_schedule():
-    schedule = R.warmup_cosine(0.1, 40, 2)
+    schedule = schedules.warmup_cosine(0.1, 40, 2)
     assert schedule(0) == pytest.approx(0.05) and schedule(1) == pytest.approx(0.1)
     assert schedule(2) == pytest.approx(0.1)
     assert schedule(21) == pytest.approx(0.05)
