@@ -7,6 +7,13 @@ global average pooling; Dense 10. Its convolutions have biases, as the seed's
 do. Images are resized to RESIZE x RESIZE inside the model, so checkpoints
 take the data set's own 28x28 grayscale (or 32x32 RGB) uint8 images.
 
+Batch norm's moving averages use momentum 0.9, not Keras's 0.99. Under Adam
+at 1e-3 the weights move fast, and averages over about a hundred steps
+describe a network that is gone: after 188 steps with 0.99 the test accuracy
+was 28.66% against 79% on the training batches; after 31 steps with 0.9 the
+model predicted two classes (15.3%), and with the same weights its batch
+statistics gave 73%. After 94 steps (batch 32) with 0.9: 76.3%.
+
 `--stem cifar` swaps the stem for a 3x3 stride-1 convolution without max-pool
 and keeps the input at its own size (the usual CIFAR variant).
 
@@ -29,6 +36,7 @@ EPOCHS = 5  # passes over the training images
 BATCH_SIZE = 64  # images per gradient step
 LEARNING_RATE = 1e-3  # Adam's learning rate
 HORIZONTAL_FLIP = False  # random left-right mirror (the seed has no augmentation)
+BN_MOMENTUM = 0.9  # batch norm's moving averages (Keras's 0.99 lags the weights: 29% test vs 79% train early on)
 VAL_SPLIT = 0.0  # fraction of training images held out for validation (0: the test set, as the seed)
 
 STAGES = (64, 128, 256, 512)
@@ -38,19 +46,20 @@ DATASETS = {  # name: (loader, input shape, class names)
 }
 
 
-def residual_block(x, filters, strides=1, projection=False):
+def residual_block(x, filters, strides=1, projection=False, bn_momentum=BN_MOMENTUM):
     """Basic block: conv3x3-BN-ReLU, conv3x3-BN, plus the shortcut, ReLU."""
     y = layers.Conv2D(filters, 3, strides=strides, padding="same")(x)
-    y = layers.BatchNormalization()(y)
+    y = layers.BatchNormalization(momentum=bn_momentum)(y)
     y = layers.Activation("relu")(y)
     y = layers.Conv2D(filters, 3, padding="same")(y)
-    y = layers.BatchNormalization()(y)
+    y = layers.BatchNormalization(momentum=bn_momentum)(y)
     if projection:
         x = layers.Conv2D(filters, 1, strides=strides)(x)
     return layers.Activation("relu")(layers.add([x, y]))
 
 
-def build_model(stem=STEM, input_shape=(28, 28, 1), resize=RESIZE, num_classes=10, augment=None):
+def build_model(stem=STEM, input_shape=(28, 28, 1), resize=RESIZE, num_classes=10, augment=None,
+                bn_momentum=BN_MOMENTUM):
     """An uncompiled ResNet-18 taking raw uint8 images of `input_shape`."""
     if stem not in ("imagenet", "cifar"):
         raise training.UsageError(f"stem must be imagenet or cifar, got {stem!r}")
@@ -60,17 +69,17 @@ def build_model(stem=STEM, input_shape=(28, 28, 1), resize=RESIZE, num_classes=1
         if resize:
             x = layers.Resizing(resize, resize, name="resize")(x)
         x = layers.Conv2D(64, 7, strides=2, padding="same")(x)
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(momentum=bn_momentum)(x)
         x = layers.Activation("relu")(x)
         x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
     else:
         x = layers.Conv2D(64, 3, padding="same")(x)
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(momentum=bn_momentum)(x)
         x = layers.Activation("relu")(x)
     for stage, filters in enumerate(STAGES):
         for block in range(2):
             first = stage > 0 and block == 0
-            x = residual_block(x, filters, strides=2 if first else 1, projection=first)
+            x = residual_block(x, filters, strides=2 if first else 1, projection=first, bn_momentum=bn_momentum)
     x = layers.GlobalAveragePooling2D()(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)  # float32 under --mixed-precision
     return keras.Model(inputs, outputs, name="resnet18")
@@ -92,7 +101,7 @@ def main(argv=None):
     # Model
     augment = dict(horizontal_flip=args.horizontal_flip)
     with scope:
-        model = build_model(args.stem, input_shape, args.resize, len(class_names), augment)
+        model = build_model(args.stem, input_shape, args.resize, len(class_names), augment, args.bn_momentum)
         model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
                       loss="categorical_crossentropy", metrics=["accuracy"])
     model.summary()

@@ -39,7 +39,7 @@ def test_one_epoch_end_to_end_with_the_seed_file_names(tmp_path, monkeypatch):
         assert (out / name).is_file(), name
     summary = json.loads((out / "allconv_summary.json").read_text())
     assert summary["parameters"] == 1_369_738
-    assert summary["hyperparameters"]["learning_rate"] == 0.1  # the optimizer the seed meant
+    assert summary["hyperparameters"]["learning_rate"] == 0.01
 
 
 def run_driver(*args, env=None, timeout=300):

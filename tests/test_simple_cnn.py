@@ -276,12 +276,3 @@ def test_torch_backend_smoke(tmp_path, fake_cifar):
                             capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("test image 0 (true: ")
-
-
-def test_deep_learns_on_real_cifar10(real_data, tmp_path):
-    """A learning check, not a timing: 2 epochs on 5,000 real images."""
-    out = tmp_path / "out"
-    simple_cnn.main(["--model", "deep", "--data-dir", real_data, "--subset", "5000", "--epochs", "2",
-                     "--val-split", "0", "--verbose", "0", "--output-dir", str(out)])
-    summary = json.loads((out / "cifar10_deep_summary.json").read_text())
-    assert summary["test_accuracy"] > 0.35

@@ -1,0 +1,106 @@
+"""Every full-length recipe of the collection, one after another, into results/.
+
+For a machine with an accelerator (or a lot of patience): each run trains with
+its script's own defaults, writes its checkpoints under `runs/<run>/`, and, when
+it has finished, copies its summary JSON, history CSV and curve PNG into
+`results/<run>/` and regenerates the README's results table.
+
+Resumable run by run: a run whose summary is already in `results/` is skipped,
+and an interrupted one continues from its last finished epoch (every run is
+started with `--resume`, which starts afresh when there is nothing to resume).
+
+    python3 reproduce.py --list                           # the runs and their state
+    python3 reproduce.py --data-dir /data                 # all of them, in order
+    KERAS_BACKEND=jax python3 reproduce.py --only resnet20_fast simple_cnn_deep
+    python3 reproduce.py --only allconv -- --mixed-precision   # extra flags for the scripts
+"""
+
+import argparse
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+import results_table
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+RUNS = [  # (name, script and its flags): the published-length recipes, the flagship first
+    ("resnet20_fast", ["resnet_cifar.py", "--recipe", "fast"]),
+    ("simple_cnn_deep", ["simple_cnn.py", "--model", "deep"]),
+    ("simple_cnn_deep_aug", ["simple_cnn.py", "--model", "deep_aug"]),
+    ("simple_cnn_simple", ["simple_cnn.py", "--model", "simple"]),
+    ("resnet18_fashion_mnist", ["resnet18_fashion_mnist.py"]),
+    ("allconv", ["allconv_cifar.py"]),
+    ("vgg19", ["vgg19_cifar.py"]),
+    ("resnet20_seed", ["resnet_cifar.py", "--recipe", "seed"]),
+]
+OUTPUTS = ("*_summary.json", "*history.csv", "*_history.png")  # allconv's history is history.csv
+
+
+def done(name, results=results_table.RESULTS):
+    return bool(glob.glob(os.path.join(results, name, "*_summary.json")))
+
+
+def collect(run_dir, name, results=results_table.RESULTS):
+    """Copy a finished run's small files (never checkpoints) into results/<name>/."""
+    target = os.path.join(results, name)
+    os.makedirs(target, exist_ok=True)
+    copied = []
+    for pattern in OUTPUTS:
+        for path in glob.glob(os.path.join(run_dir, pattern)):
+            shutil.copy2(path, target)
+            copied.append(os.path.join(target, os.path.basename(path)))
+    if not any(p.endswith("_summary.json") for p in copied):
+        raise SystemExit(f"error: {run_dir} holds no *_summary.json: the run did not finish")
+    return sorted(set(copied))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog="Flags after -- go to every script.")
+    parser.add_argument("--only", nargs="+", metavar="RUN", help="these runs only (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the runs and whether each is done")
+    parser.add_argument("--data-dir", help="passed to every script")
+    parser.add_argument("--runs-dir", default=os.path.join(ROOT, "runs"),
+                        help="where checkpoints and logs go (one folder a run)")
+    parser.add_argument("--results", default=results_table.RESULTS, help="where the small files go")
+    parser.add_argument("--no-readme", action="store_true", help="leave README.md's table alone")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    names = [name for name, _ in RUNS]
+    unknown = sorted(set(args.only or []) - set(names))
+    if unknown:
+        parser.error(f"unknown run(s) {', '.join(unknown)}; choose from {', '.join(names)}")
+    selected = [(n, cmd) for n, cmd in RUNS if not args.only or n in args.only]
+
+    if args.list:
+        for name, command in selected:
+            state = "done" if done(name, args.results) else "to do"
+            print(f"{name:24s} {state:6s} python3 {' '.join(command)}")
+        return 0
+
+    for name, command in selected:
+        if done(name, args.results):
+            print(f"== {name}: done (results/{name}), skipped")
+            continue
+        run_dir = os.path.join(args.runs_dir, name)
+        full = [sys.executable] + [os.path.join(ROOT, command[0])] + command[1:] + \
+            ["--output-dir", run_dir, "--resume", "--verbose", "2"] + \
+            (["--data-dir", args.data_dir] if args.data_dir else []) + extra
+        print(f"== {name}: {' '.join(full[1:])}", flush=True)
+        result = subprocess.run(full, cwd=ROOT)
+        if result.returncode != 0:
+            print(f"error: {name} stopped with exit status {result.returncode}; run the same command "
+                  f"again to continue it from its last finished epoch", file=sys.stderr)
+            return result.returncode
+        for path in collect(run_dir, name, args.results):
+            print(f"   {os.path.relpath(path, ROOT)}")
+        if not args.no_readme:
+            results_table.main(["--results", args.results, "--write"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

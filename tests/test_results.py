@@ -1,0 +1,89 @@
+"""results_table.py (the README's table comes from results/) and reproduce.py."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+import reproduce
+import results_table
+
+SUMMARY = {
+    "model": "cifar10_ResNet20v1",
+    "command": "python3 resnet_cifar.py --recipe fast --data-dir ../shared/datasets --verbose 2 "
+               "--output-dir runs/resnet20_fast --resume",
+    "date": "2026-11-24",
+    "test_accuracy": 0.9016,
+    "best_val_accuracy": 0.9023,
+    "epochs_run": 40,
+    "train_images_per_s": 300.4,
+    "validation": "test set (as the seed does); recipe fast",
+    "backend": "tensorflow",
+    "device": "CPU:0",
+    "machine": "AMD EPYC, 2 cores",
+    "hyperparameters": {"recipe": "fast"},
+}
+
+
+def test_readme_table_is_the_one_generated_from_results():
+    assert results_table.main(["--check"]) == 0, "run python3 results_table.py --write"
+
+
+def test_a_row_gives_the_final_model_and_the_gap_to_the_published_figure():
+    row = results_table.row(SUMMARY)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == "`python3 resnet_cifar.py --recipe fast`"  # where files go is left out
+    assert cells[1] == "40"
+    assert cells[2] == "**90.16%**"  # the final model, not the best epoch
+    assert cells[3] == "90.23% (chosen on the test set)"
+    assert cells[4] == "91.25% (ResNet-20 paper (He et al., 2016)): missed by 1.09 points"
+    assert cells[5] == "300" and cells[6] == "AMD EPYC, 2 cores, tensorflow"
+
+
+def test_published_figure_follows_the_recipe_and_a_met_target_says_so():
+    seed = dict(SUMMARY, hyperparameters={"recipe": "seed"}, test_accuracy=0.93,
+                command="python3 resnet_cifar.py", validation="held-out last 10% of the training images",
+                device="NVIDIA H100 80GB HBM3")
+    cells = [c.strip() for c in results_table.row(seed).strip("|").split("|")]
+    assert cells[3] == "90.23% (validation)"
+    assert cells[4] == "92.16% (Keras example, 200 epochs): met"
+    assert cells[6] == "NVIDIA H100 80GB HBM3, tensorflow"
+    other = dict(SUMMARY, model="cifar10_deep_aug", command="python3 simple_cnn.py --model deep_aug")
+    assert "| none |" in results_table.row(other)
+
+
+def test_write_replaces_only_what_lies_between_the_markers():
+    text = f"intro\n{results_table.BEGIN}\nold table\n{results_table.END}\nrest\n"
+    new = results_table.with_table(text, "| new |")
+    assert new == f"intro\n{results_table.BEGIN}\n| new |\n{results_table.END}\nrest\n"
+    with pytest.raises(SystemExit, match="markers"):
+        results_table.with_table("no markers here", "| new |")
+
+
+def test_reproduce_runs_collects_small_files_and_skips_what_is_done(tmp_path, fake_cifar, monkeypatch, capsys):
+    root, _, _ = fake_cifar
+    monkeypatch.setattr(reproduce, "RUNS", [
+        ("tiny", ["simple_cnn.py", "--model", "simple", "--epochs", "1", "--subset", "64"])])
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    common = ["--data-dir", str(root), "--results", str(results), "--runs-dir", str(runs), "--no-readme"]
+    assert reproduce.main(common) == 0
+    kept = sorted(os.listdir(results / "tiny"))
+    assert kept == ["cifar10_simple_history.csv", "cifar10_simple_history.png", "cifar10_simple_summary.json"]
+    assert any(name.endswith(".h5") for name in os.listdir(runs / "tiny"))  # checkpoints stay in runs/
+    summary = json.loads((results / "tiny" / "cifar10_simple_summary.json").read_text())
+    assert summary["epochs_run"] == 1 and "simple_cnn.py --model simple" in summary["command"]
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run was started again")
+    monkeypatch.setattr(subprocess, "run", no_training)
+    assert reproduce.main(common) == 0
+    assert "tiny: done" in capsys.readouterr().out
+    reproduce.main(["--list", "--results", str(results)])
+    assert capsys.readouterr().out.split()[:2] == ["tiny", "done"]
+
+
+def test_reproduce_refuses_an_unknown_run(capsys):
+    with pytest.raises(SystemExit):
+        reproduce.main(["--only", "resnet1000"])
+    assert "unknown run(s) resnet1000" in capsys.readouterr().err
