@@ -7,8 +7,11 @@ optimizer, learning rate, schedule, initialisation and augmentation. It then
 asserts a test accuracy (on the first 2,000 real test images) well above the
 10% of chance. These are not timings. Each would fail on a default that does
 not learn: All-CNN-C with Keras's glorot_uniform initialisation or at SGD 0.1
-stays at 10%, and VGG-19 and ResNet-18 with Keras's batch-norm momentum of
-0.99 sat at chance on the test set while their training accuracy climbed.
+stays at 10% (11.5% at most), and VGG-19 and ResNet-18 with Keras's batch-norm
+momentum of 0.99 sat at chance on the test set while their training accuracy
+climbed. The floors sit below what each check gave on the CI-class CPU (from
+simple to ResNet-18: 42, 39, 31, 26, 29, 22, 21 and 76%), where training with
+a fixed seed repeats itself.
 """
 
 import json
@@ -54,7 +57,7 @@ CHECKS = [  # (id, script module, its flags, summary file, test-accuracy floor)
      "cifar10_ResNet20v1_summary.json", 0.25),
     ("vgg19", vgg19_cifar, ["--subset", "2000", "--epochs", "2", "--batch-size", "16"],
      "cifar10_VGG19_summary.json", 0.18),
-    ("allconv", allconv_cifar, ["--subset", "4000", "--epochs", "2"], "allconv_summary.json", 0.20),
+    ("allconv", allconv_cifar, ["--subset", "4000", "--epochs", "2"], "allconv_summary.json", 0.17),
     ("resnet18_fashion_mnist", resnet18_fashion_mnist, ["--subset", "3000", "--epochs", "1", "--batch-size", "32"],
      "fashion_mnist_resnet18_summary.json", 0.50),
 ]
