@@ -17,8 +17,8 @@ import sys
 
 import numpy as np
 
+import legacy  # noqa: F401 (opens checkpoints written before the collection used Keras's own layers)
 import load_data
-import training  # noqa: F401 (registers the collection's custom layers for loading)
 
 
 def load_checkpoint(path):

@@ -109,7 +109,7 @@ def main(argv=None):
     # Training and evaluation
     name = f"{args.dataset}_resnet18" + ("_cifarstem" if args.stem == "cifar" else "")
     training.train(model, args, data, name=name, class_names=class_names,
-                   batch_size=args.batch_size, epochs=args.epochs)
+                   batch_size=args.batch_size, epochs=args.epochs, dataset=args.dataset)
     return 0
 
 

@@ -7,7 +7,7 @@ gives it the rest, the same way for all of them:
   becomes command-line flags (`--name`, help from the comment), plus the flags
   every script has (`--data-dir`, `--subset`, `--seed`, `--output-dir`,
   `--resume`, `--val-split`, `--verbose`);
-- preprocessing inside the model (`Standardize`) and ImageDataGenerator-style
+- preprocessing inside the model (`standardize`, Keras's own layers) and ImageDataGenerator-style
   augmentation with Keras preprocessing layers (`augmentation`), so a
   checkpoint takes raw uint8 pixels and augments batched on the accelerator;
 - `prepare_data`: subset and validation split;
@@ -35,6 +35,7 @@ from keras import layers
 
 import load_data
 import schedules
+
 
 class UsageError(Exception):
     """A bad value on the command line or in the hyperparameters."""
@@ -223,44 +224,56 @@ def run(main):
 # Preprocessing and augmentation inside the model
 # --------------------------------------------------------------------------
 
-@keras.saving.register_keras_serializable(package="cifar_collection")
-class Standardize(layers.Layer):
-    """(x - mean) / std with constants fixed at build time: ÷255, per-pixel
-    mean subtraction or per-channel standardisation, saved in the model's
-    config so a checkpoint takes raw pixels. Adds no weights."""
+def standardize(mean, std, name):
+    """(x - mean) / std on raw pixels with Keras's own layers and fixed
+    statistics, so plain `keras.models.load_model` opens the checkpoint:
+    `Rescaling` for a scalar mean and std, `Normalization` over the last axis
+    for per-channel statistics, and for per-pixel ones a small `Sequential`
+    that flattens, normalises and reshapes back (Keras's .h5 loader drops a
+    `Normalization` over several axes). Computed in float32 whatever the
+    policy (--mixed-precision)."""
+    mean, std = np.asarray(mean, "float64"), np.asarray(std, "float64")
+    if np.any(std <= 0):
+        raise ValueError(f"{name}: std must be positive")
+    if mean.ndim == 0 and std.ndim == 0:
+        return layers.Rescaling(1.0 / float(std), offset=-float(mean) / float(std), name=name, dtype="float32")
+    variance = np.broadcast_to(std, mean.shape) ** 2
+    if mean.ndim == 1:
+        return layers.Normalization(mean=mean.astype("float32"), variance=variance.astype("float32"),
+                                    name=name, dtype="float32")
+    return keras.Sequential([
+        layers.Reshape((mean.size,), dtype="float32", name=f"{name}_flatten"),
+        layers.Normalization(mean=mean.ravel().astype("float32"), variance=variance.ravel().astype("float32"),
+                             dtype="float32", name=f"{name}_normalize"),
+        layers.Reshape(mean.shape, dtype="float32", name=f"{name}_reshape")], name=name)
 
-    def __init__(self, mean=0.0, std=1.0, **kwargs):
-        super().__init__(**kwargs)
-        self.mean = np.asarray(mean, "float32")
-        self.std = np.asarray(std, "float32")
-        if np.any(self.std <= 0):
-            raise ValueError("Standardize: std must be positive")
 
-    def call(self, inputs):
-        # float32 arithmetic whatever the policy; the result in the compute dtype
-        x = keras.ops.cast(inputs, "float32")
-        x = (x - keras.ops.convert_to_tensor(self.mean)) * keras.ops.convert_to_tensor(1.0 / self.std)
-        return keras.ops.cast(x, self.compute_dtype)
-
-    def get_config(self):
-        return {**super().get_config(), "mean": self.mean.tolist(), "std": self.std.tolist()}
+def statistics(layer):
+    """(mean, std) of a layer made by `standardize`, in the image's shape."""
+    if isinstance(layer, layers.Rescaling):
+        config = layer.get_config()
+        return -config["offset"] / config["scale"], 1.0 / config["scale"]
+    normalize = layer if isinstance(layer, layers.Normalization) else layer.layers[1]
+    config = normalize.get_config()
+    shape = layer.layers[2].get_config()["target_shape"] if isinstance(layer, keras.Sequential) else (-1,)
+    return (np.reshape(config["mean"], shape), np.sqrt(np.reshape(config["variance"], shape)))
 
 
 def rescale():
     """Pixels to [0, 1]."""
-    return Standardize(0.0, 255.0, name="rescale")
+    return standardize(0.0, 255.0, name="rescale")
 
 
 def pixel_mean(x_train):
     """Pixels to [0, 1] minus the training set's per-pixel mean (the Keras
     ResNet example's `subtract_pixel_mean`)."""
     mean = x_train.astype("float64").mean(axis=0)
-    return Standardize(mean, 255.0, name="subtract_pixel_mean")
+    return standardize(mean, 255.0, name="subtract_pixel_mean")
 
 
 def channel_mean(mean, std=1.0):
     """Per-channel mean subtraction (and optional division) on raw pixels."""
-    return Standardize(mean, std, name="subtract_channel_mean")
+    return standardize(np.asarray(mean, "float64"), std, name="subtract_channel_mean")
 
 
 def augmentation(rotation_range=0.0, width_shift_range=0.0, height_shift_range=0.0,
@@ -336,9 +349,11 @@ def one_hot(y, num_classes):
 # Callbacks
 # --------------------------------------------------------------------------
 
-def save_h5(model, path, class_names):
+def save_h5(model, path, class_names, run=None):
     """An .h5 checkpoint (no optimizer state: resumption has its own) with the
-    class names stored beside the model."""
+    class names, and the run it comes from (`run`: script, dataset,
+    hyperparameters, epoch, metrics), stored as JSON attributes beside the
+    model, so h5py alone reads them."""
     import logging
     import h5py
     absl = logging.getLogger("absl")  # silence Keras's "HDF5 is legacy" notice
@@ -350,16 +365,31 @@ def save_h5(model, path, class_names):
         absl.setLevel(level)
     with h5py.File(path, "a") as f:
         f.attrs["class_names"] = json.dumps(list(class_names))
+        if run is not None:
+            f.attrs["run"] = json.dumps(run, default=str)
+
+
+def read_run(path):
+    """(class names, run metadata) stored in a checkpoint; None where absent."""
+    import h5py
+    with h5py.File(path, "r") as f:
+        names, run = f.attrs.get("class_names"), f.attrs.get("run")
+    return (json.loads(names) if names is not None else None), (json.loads(run) if run is not None else None)
+
+
+def _metrics(logs):
+    return {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
 
 
 class BestCheckpoint(keras.callbacks.Callback):
     """Saves the model when `monitor` improves, to a path that may contain
     `{epoch:03d}` (the seeds' naming). Watches 'val_accuracy', the name Keras
-    logs (the seeds watched 'val_acc', which never appears)."""
+    logs (the seeds watched 'val_acc', which never appears). `run`: the
+    metadata stored in each checkpoint, to which the epoch and metrics are added."""
 
-    def __init__(self, path_template, class_names, monitor="val_accuracy", best=-np.inf):
+    def __init__(self, path_template, class_names, monitor="val_accuracy", best=-np.inf, run=None):
         super().__init__()
-        self.path_template, self.class_names = path_template, class_names
+        self.path_template, self.class_names, self.run = path_template, class_names, run or {}
         self.monitor, self.best, self.saved = monitor, best, []
 
     def on_epoch_end(self, epoch, logs=None):
@@ -369,7 +399,8 @@ class BestCheckpoint(keras.callbacks.Callback):
         if value > self.best:
             self.best = float(value)
             path = self.path_template.format(epoch=epoch + 1)
-            save_h5(self.model, path, self.class_names)
+            save_h5(self.model, path, self.class_names,
+                    dict(self.run, checkpoint="best", epoch=epoch + 1, metrics=_metrics(logs)))
             self.saved.append(path)
 
 
@@ -422,7 +453,7 @@ def _trim_history(csv_path, epochs_done):
     return kept
 
 
-def make_callbacks(args, paths, n_train, class_names, schedule, best_so_far, plateau=None):
+def make_callbacks(args, paths, n_train, class_names, schedule, best_so_far, plateau=None, run=None):
     """The callbacks of every run. `plateau`: PlateauSchedule's factor,
     patience and min_lr, for plateau cuts on top of the schedule.
     BackupAndRestore comes last so that an epoch counts as done only once its
@@ -437,7 +468,7 @@ def make_callbacks(args, paths, n_train, class_names, schedule, best_so_far, pla
         keras.callbacks.TerminateOnNaN(),
         Throughput(n_train),
         keras.callbacks.CSVLogger(paths["history"], append=True),
-        BestCheckpoint(paths["best"], class_names, best=best_so_far),
+        BestCheckpoint(paths["best"], class_names, best=best_so_far, run=run),
     ]
     if all(importlib.util.find_spec(m) for m in ("tensorflow", "tensorboard")):  # it writes with tf.summary
         cbs.append(keras.callbacks.TensorBoard(paths["logs"]))
@@ -517,7 +548,7 @@ def library_versions():
 
 def train(model, args, data, *, name, class_names, batch_size, epochs, schedule=None,
           best_template=None, final_name=None, history_name=None, plateau=None,
-          validation_note=""):
+          validation_note="", dataset="cifar10"):
     """Fit a compiled model and write everything a run produces into
     `args.output_dir`. `data` is prepare_data()'s (train, val, test, how).
     Returns the summary dict (also written as JSON)."""
@@ -560,8 +591,10 @@ def train(model, args, data, *, name, class_names, batch_size, epochs, schedule=
         base = schedule or (lambda epoch, lr=None, lr0=float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)): lr0)
         schedule = lambda epoch, lr=None: replicas * base(epoch)  # noqa: E731
 
+    run = {"script": os.path.basename(sys.argv[0]), "dataset": dataset, "model": name,
+           "hyperparameters": {k: v for k, v in sorted(vars(args).items()) if k != "multi_worker"}}
     callbacks = make_callbacks(args, paths, len(x_train), class_names, schedule, best_so_far,
-                               plateau=plateau)
+                               plateau=plateau, run=run)
     throughput = next(cb for cb in callbacks if isinstance(cb, Throughput))
     checkpoint = next(cb for cb in callbacks if isinstance(cb, BestCheckpoint))
     targets, validation = one_hot(y_train, num_classes), (x_val, one_hot(y_val, num_classes))
@@ -581,16 +614,23 @@ def train(model, args, data, *, name, class_names, batch_size, epochs, schedule=
               f"continue with the same command and --resume.", file=sys.stderr)
         raise
     wall = time.perf_counter() - start
-    save_h5(model, paths["final"], class_names)
+    with open(paths["history"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    epochs_run = len(rows)
+    last = {k: float(v) for k, v in (rows[-1] if rows else {}).items() if k != "epoch" and v}
+    final_run = dict(run, checkpoint="final", epoch=epochs_run, metrics=last)
+    save_h5(model, paths["final"], class_names, final_run)
 
     test_targets = one_hot(y_test, num_classes)
     if multi_worker is None:
         test_loss, test_acc = model.evaluate(x_test, test_targets, batch_size=max(batch_size, 256), verbose=0)
     else:
         test_loss, test_acc = multiworker.evaluate(model, x_test, test_targets)
+    import h5py
+    with h5py.File(paths["final"], "a") as f:  # the test figures join the final checkpoint's metadata
+        f.attrs["run"] = json.dumps(dict(final_run, metrics=dict(
+            final_run["metrics"], test_loss=float(test_loss), test_accuracy=float(test_acc))), default=str)
     plot_history(paths["history"], paths["plot"], f"{name}: test accuracy {test_acc:.4f}")
-    with open(paths["history"], newline="") as f:
-        epochs_run = sum(1 for _ in csv.DictReader(f))
     summary = {
         "model": name,
         "command": " ".join(["python3", os.path.basename(sys.argv[0])] + sys.argv[1:]),
@@ -612,7 +652,7 @@ def train(model, args, data, *, name, class_names, batch_size, epochs, schedule=
         "machine": machine_description(),
         "versions": library_versions(),
         "seed": args.seed,
-        "hyperparameters": {k: v for k, v in sorted(vars(args).items())},
+        "hyperparameters": run["hyperparameters"],
         "files": {k: v for k, v in paths.items() if k != "backup"},
         "best_checkpoints": checkpoint.saved,
     }

@@ -70,7 +70,7 @@ def test_resnet_script_end_to_end(tmp_path, monkeypatch):
     assert summary["best_checkpoints"][0].endswith("cifar10_ResNet8v1_model.001.h5")
     # Per-pixel mean subtraction travels in the checkpoint.
     model = keras.models.load_model(summary["files"]["final"], compile=False)
-    assert model.get_layer("subtract_pixel_mean").mean.shape == (32, 32, 3)
+    assert training.statistics(model.get_layer("subtract_pixel_mean"))[0].shape == (32, 32, 3)
 
 
 def resnet18_expected_params(in_channels, stem_kernel):
