@@ -31,6 +31,7 @@ What differs from the paper and the seed, and why:
 import keras
 from keras import layers
 
+import cli
 import load_data
 import schedules
 import training
@@ -84,7 +85,7 @@ def build_model(augment=None, input_dropout=INPUT_DROPOUT, dropout=DROPOUT, weig
 
 
 def main(argv=None):
-    args = training.parse_args(__file__, __doc__.splitlines()[0], argv)
+    args = cli.parse_args(__file__, __doc__.splitlines()[0], argv)
     scope = training.setup(args)
 
     # Data
@@ -111,4 +112,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    training.run(main)
+    cli.run(main)

@@ -5,10 +5,10 @@
 from the official "CIFAR-10 python version" batches. `load_fashion_mnist()`
 does the same for the four official Fashion-MNIST idx files.
 
-Where the data is looked for, in order:
-  1. the `data_dir` argument (the scripts' `--data-dir`);
-  2. the environment variable `CIFAR_DATA_DIR`;
-  3. `~/.keras/datasets`, Keras's own cache.
+Where the data is looked for: the `data_dir` argument (the scripts'
+`--data-dir`) alone when it is given (an error naming it if the data is not
+there); otherwise the environment variable `CIFAR_DATA_DIR`, then
+`~/.keras/datasets`, Keras's own cache.
 A folder may hold the extracted `cifar-10-batches-py/`, the
 `cifar-10-python.tar.gz` archive (extracted once, safely, into the Keras
 cache), or a
@@ -80,9 +80,22 @@ def keras_cache_dir():
 
 
 def search_dirs(data_dir=None):
-    """The folders searched, in order: argument, $CIFAR_DATA_DIR, Keras cache."""
-    dirs = [data_dir, os.environ.get("CIFAR_DATA_DIR"), keras_cache_dir()]
+    """The folders searched, in order: argument, $CIFAR_DATA_DIR, Keras cache.
+    A folder the user names (`data_dir`) is the only one searched: it must
+    exist, and what it lacks is not looked for elsewhere (see `_not_in`)."""
+    if data_dir:
+        folder = os.path.abspath(os.path.expanduser(data_dir))
+        if not os.path.isdir(folder):
+            raise DataError(f"{data_dir}: no such data folder (leave out --data-dir to use $CIFAR_DATA_DIR "
+                            f"or ~/.keras/datasets)")
+        return [folder]
+    dirs = [os.environ.get("CIFAR_DATA_DIR"), keras_cache_dir()]
     return [os.path.abspath(os.path.expanduser(d)) for d in dirs if d]
+
+
+def _not_in(data_dir, wanted):
+    return DataError(f"{data_dir}: holds no {wanted}; put it there, or leave out --data-dir to use "
+                     f"$CIFAR_DATA_DIR or ~/.keras/datasets (downloading it if need be)")
 
 
 def _batches_folder_in(directory):
@@ -109,6 +122,8 @@ def find_cifar10(data_dir=None):
         archive = os.path.join(directory, CIFAR10_ARCHIVE)
         if os.path.isfile(archive):
             return extract_archive(archive)
+    if data_dir:
+        raise _not_in(data_dir, f"CIFAR-10 ({CIFAR10_FOLDER}/ or {CIFAR10_ARCHIVE})")
     cache = keras_cache_dir()
     archive = download(CIFAR10_URL, os.path.join(cache, CIFAR10_ARCHIVE), CIFAR10_MD5)
     return extract_archive(archive)
@@ -384,6 +399,8 @@ def find_fashion_mnist(data_dir=None):
         folder = _fashion_folder_in(directory)
         if folder:
             return folder
+    if data_dir:
+        raise _not_in(data_dir, f"Fashion-MNIST ({FASHION_MNIST_FOLDER}/ with its four idx .gz files)")
     folder = os.path.join(keras_cache_dir(), FASHION_MNIST_FOLDER)
     for name, (md5, _, _) in FASHION_MNIST_FILES.items():
         if not os.path.isfile(os.path.join(folder, name)):

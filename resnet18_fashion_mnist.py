@@ -25,6 +25,7 @@ and keeps the input at its own size (the usual CIFAR variant).
 import keras
 from keras import layers
 
+import cli
 import load_data
 import training
 
@@ -62,7 +63,7 @@ def build_model(stem=STEM, input_shape=(28, 28, 1), resize=RESIZE, num_classes=1
                 bn_momentum=BN_MOMENTUM):
     """An uncompiled ResNet-18 taking raw uint8 images of `input_shape`."""
     if stem not in ("imagenet", "cifar"):
-        raise training.UsageError(f"stem must be imagenet or cifar, got {stem!r}")
+        raise cli.UsageError(f"stem must be imagenet or cifar, got {stem!r}")
     inputs = keras.Input(input_shape, name="image")
     x = training.preprocess(inputs, training.rescale(), training.augmentation(**(augment or {})))
     if stem == "imagenet":
@@ -86,7 +87,7 @@ def build_model(stem=STEM, input_shape=(28, 28, 1), resize=RESIZE, num_classes=1
 
 
 def main(argv=None):
-    args = training.parse_args(__file__, __doc__.splitlines()[0], argv,
+    args = cli.parse_args(__file__, __doc__.splitlines()[0], argv,
                                choices={"DATASET": tuple(DATASETS), "STEM": ("imagenet", "cifar")})
     scope = training.setup(args)
 
@@ -114,4 +115,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    training.run(main)
+    cli.run(main)

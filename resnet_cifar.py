@@ -22,6 +22,7 @@ Two recipes:
 import keras
 from keras import layers
 
+import cli
 import load_data
 import schedules
 import training
@@ -145,11 +146,11 @@ def build_model(version=VERSION, depth=None, normalization=None, augment=None,
     `bn_momentum`: batch norm's moving-average momentum (Keras's 0.99)."""
     depth = depth or depth_of(version, N)
     if version not in (1, 2):
-        raise training.UsageError(f"VERSION must be 1 or 2, got {version}")
+        raise cli.UsageError(f"VERSION must be 1 or 2, got {version}")
     step = 6 if version == 1 else 9
     if depth < step + 2 or (depth - 2) % step:
         valid = ", ".join(str(step * k + 2) for k in range(1, 5))
-        raise training.UsageError(f"ResNet v{version} depth must be {step}n+2 ({valid}, ...), got {depth}")
+        raise cli.UsageError(f"ResNet v{version} depth must be {step}n+2 ({valid}, ...), got {depth}")
     inputs = keras.Input(input_shape, name="image")
     x = training.preprocess(inputs, normalization or training.rescale(),
                             training.augmentation(**(augment or {})))
@@ -183,7 +184,7 @@ def recipe(args):
 
 
 def main(argv=None):
-    args = training.parse_args(__file__, __doc__.splitlines()[0], argv,
+    args = cli.parse_args(__file__, __doc__.splitlines()[0], argv,
                                choices={"VERSION": (1, 2), "RECIPE": ("seed", "fast")},
                                extra=lambda p: p.add_argument(
                                    "--depth", type=int, help="network depth (instead of N)"))
@@ -215,4 +216,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    training.run(main)
+    cli.run(main)

@@ -18,6 +18,7 @@ Pixels are scaled to [0, 1] inside the model, so checkpoints take raw uint8 RGB 
 import keras
 from keras import layers
 
+import cli
 import load_data
 import schedules
 import training
@@ -47,7 +48,7 @@ def build_model(model=MODEL, augment=None, input_shape=(32, 32, 3), num_classes=
     """An uncompiled keras.Model taking raw pixels. `augment`: a dict of
     ImageDataGenerator knobs (see training.augmentation), or None."""
     if model not in MODELS:
-        raise training.UsageError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+        raise cli.UsageError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
     inputs = keras.Input(input_shape, name="image")
     x = training.preprocess(inputs, training.rescale(), training.augmentation(**(augment or {})))
     if model == "simple":
@@ -75,7 +76,7 @@ def augmentation_knobs(args):
 
 
 def main(argv=None):
-    args = training.parse_args(__file__, __doc__.splitlines()[0], argv, choices={"MODEL": MODELS})
+    args = cli.parse_args(__file__, __doc__.splitlines()[0], argv, choices={"MODEL": MODELS})
     scope = training.setup(args)
 
     # Data
@@ -97,4 +98,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    training.run(main)
+    cli.run(main)

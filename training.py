@@ -3,10 +3,8 @@
 A script keeps its hyperparameters, its model and its optimizer; this module
 gives it the rest, the same way for all of them:
 
-- `parse_args`: the script's top block of `NAME = value  # comment` constants
-  becomes command-line flags (`--name`, help from the comment), plus the flags
-  every script has (`--data-dir`, `--subset`, `--seed`, `--output-dir`,
-  `--resume`, `--val-split`, `--verbose`);
+- `setup`: seeds, mixed precision and the devices (the command line itself
+  is `cli.py`'s);
 - preprocessing inside the model (`standardize`, Keras's own layers) and ImageDataGenerator-style
   augmentation with Keras preprocessing layers (`augmentation`), so a
   checkpoint takes raw uint8 pixels and augments batched on the accelerator;
@@ -15,18 +13,14 @@ gives it the rest, the same way for all of them:
   history, plot, TensorBoard logs and a JSON summary; then the test score.
 """
 
-import argparse
-import ast
 import csv
 import importlib.util
-import io
 import json
 import os
 import platform
 import shutil
 import sys
 import time
-import tokenize
 
 import numpy as np
 
@@ -35,91 +29,7 @@ from keras import layers
 
 import load_data
 import schedules
-
-
-class UsageError(Exception):
-    """A bad value on the command line or in the hyperparameters."""
-
-
-# --------------------------------------------------------------------------
-# Hyperparameters and command line
-# --------------------------------------------------------------------------
-
-def hyperparameters(script_path):
-    """The script's top-level `NAME = literal  # comment` lines, in order, as
-    (name, default, comment). The comment is the flag's help."""
-    with open(script_path, encoding="utf-8") as f:
-        source = f.read()
-    comments = {}
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type == tokenize.COMMENT:
-            comments[tok.start[0]] = tok.string.lstrip("#").strip()
-    found = []
-    for node in ast.parse(source).body:
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1
-                and isinstance(node.targets[0], ast.Name)):
-            continue
-        name = node.targets[0].id
-        if not name.isupper() or node.end_lineno not in comments:
-            continue
-        try:
-            value = ast.literal_eval(node.value)
-        except ValueError:
-            continue
-        found.append((name, value, comments[node.end_lineno]))
-    return found
-
-
-def _parse_literal(text):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def parse_args(script_path, description, argv=None, choices=None, extra=None):
-    """Flags for every hyperparameter of the script, plus the common ones.
-    `choices` maps a hyperparameter name to its allowed values; `extra(parser)`
-    adds script-specific flags that are not hyperparameters."""
-    choices = choices or {}
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    group = parser.add_argument_group("hyperparameters (edit them at the top of the script)")
-    for name, value, comment in hyperparameters(script_path):
-        flag = "--" + name.lower().replace("_", "-")
-        kwargs = dict(default=value, help=comment, dest=name.lower())
-        if isinstance(value, bool):
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif isinstance(value, (int, float)):
-            kwargs["type"] = type(value)
-            kwargs["metavar"] = "N" if isinstance(value, int) else "X"
-        elif isinstance(value, (list, tuple, dict)) or value is None:
-            kwargs["type"] = _parse_literal
-        if name in choices:
-            kwargs["choices"] = choices[name]
-        group.add_argument(flag, **kwargs)
-    common = parser.add_argument_group("every script")
-    common.add_argument("--data-dir", default=None, help="folder holding the data (default: $CIFAR_DATA_DIR, then ~/.keras/datasets)")
-    common.add_argument("--subset", type=int, default=0, metavar="N", help="train on the first N training images only (quick runs)")
-    common.add_argument("--seed", type=int, default=0, help="random seed for weights, shuffling and augmentation")
-    common.add_argument("--output-dir", default="saved_models", 
-                        help="where checkpoints, history, plot, logs and summary go")
-    common.add_argument("--resume", action="store_true", help="continue an interrupted run after its last finished epoch")
-    common.add_argument("--devices", type=int, default=0, metavar="N",
-                        help="data-parallel devices: 0 all visible accelerators, 1 one device, N that many")
-    common.add_argument("--mixed-precision", action="store_true",
-                        help="compute in float16 on GPUs, bfloat16 elsewhere; weights and the "
-                             "output layer stay float32")
-    common.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
-                        help="Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
-    if extra:
-        extra(parser)
-    args = parser.parse_args(argv)
-    if args.subset < 0:
-        parser.error(f"--subset must be 0 (all) or a positive number, got {args.subset}")
-    if hasattr(args, "val_split") and not 0 <= args.val_split < 1:
-        parser.error(f"--val-split must be in [0, 1), got {args.val_split}")
-    return args
+from cli import UsageError
 
 
 def setup(args):
@@ -209,15 +119,6 @@ def _tf_strategy(devices):
     if len(names) < devices:
         raise UsageError(f"--devices {devices}: only {len(names)} device(s) visible")
     return tf.distribute.MirroredStrategy(devices=names[:devices])
-
-
-def run(main):
-    """Run a script's main(); a bad input is one line on stderr, exit 1."""
-    try:
-        sys.exit(main())
-    except (load_data.DataError, UsageError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
 
 
 # --------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import numpy as np
 import keras
 from keras import layers
 
+import cli
 import load_data
 import schedules
 import training
@@ -72,7 +73,7 @@ def build_model(config=CONFIG, augment=None, channel_mean=CHANNEL_MEAN, weight_d
                 dropout=DROPOUT, input_shape=(32, 32, 3), num_classes=NUM_CLASSES, bn_momentum=BN_MOMENTUM):
     """An uncompiled VGG with batch norm, taking raw pixels."""
     if config not in CONFIGS:
-        raise training.UsageError(f"unknown config {config!r}; choose one of {', '.join(CONFIGS)}")
+        raise cli.UsageError(f"unknown config {config!r}; choose one of {', '.join(CONFIGS)}")
     inputs = keras.Input(input_shape, name="image")
     x = training.preprocess(inputs, training.channel_mean(channel_mean),
                             training.augmentation(**(augment or {})))
@@ -110,7 +111,7 @@ def read_h5_weights(path):
         with h5py.File(path, "r") as f:
             group = f["model_weights"] if "model_weights" in f else f
             if "layer_names" not in group.attrs:
-                raise training.UsageError(f"{path}: not a Keras .h5 weights file (no 'layer_names')")
+                raise cli.UsageError(f"{path}: not a Keras .h5 weights file (no 'layer_names')")
             out = {}
             for name in group.attrs["layer_names"]:
                 name = name.decode() if isinstance(name, bytes) else name
@@ -119,7 +120,7 @@ def read_h5_weights(path):
                 out[name] = [np.asarray(layer[n]) for n in names]
             return out
     except OSError as e:
-        raise training.UsageError(f"{path}: cannot read it as HDF5 ({e})") from None
+        raise cli.UsageError(f"{path}: cannot read it as HDF5 ({e})") from None
 
 
 def imagenet_layer_names(model):
@@ -148,7 +149,7 @@ def load_weights_by_name(model, path):
             continue
         plan.append((layer, stored[name]))
     if problems:
-        raise training.UsageError(f"{path}: weights do not match {model.name}: " + "; ".join(problems))
+        raise cli.UsageError(f"{path}: weights do not match {model.name}: " + "; ".join(problems))
     for layer, arrays in plan:
         layer.set_weights(arrays)
     return [layer.name for layer, _ in plan]
@@ -192,7 +193,7 @@ def print_memory_estimate(model, batch_size):
 # --------------------------------------------------------------------------
 
 def main(argv=None):
-    args = training.parse_args(__file__, __doc__.splitlines()[0], argv, choices={"CONFIG": tuple(CONFIGS)},
+    args = cli.parse_args(__file__, __doc__.splitlines()[0], argv, choices={"CONFIG": tuple(CONFIGS)},
                                extra=lambda p: p.add_argument(
                                    "--estimate-memory", action="store_true",
                                    help="print the GPU memory estimate for CONFIG and BATCH_SIZE and exit"))
@@ -231,4 +232,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    training.run(main)
+    cli.run(main)

@@ -5,6 +5,7 @@ import pytest
 
 import keras
 
+import cli
 import training
 
 
@@ -85,7 +86,7 @@ def test_fill_modes():
     assert np.isclose(constant, 7.0).any()
     nearest = apply(training.augmentation(width_shift_range=0.3, fill_mode="nearest"), x)
     assert np.allclose(nearest, 100.0)
-    with pytest.raises(training.UsageError, match="fill_mode"):
+    with pytest.raises(cli.UsageError, match="fill_mode"):
         training.augmentation(fill_mode="mirror-ish")
 
 

@@ -103,9 +103,15 @@ def test_search_order(tmp_path, isolated_home, monkeypatch):
     monkeypatch.setenv("CIFAR_DATA_DIR", str(tmp_path / "env"))
     assert L.find_cifar10(str(tmp_path / "arg")) == arg
     assert L.find_cifar10() == env
-    # A data_dir without the data falls through to the next place.
+    # A folder the user names is the only one searched: no data there is an
+    # error naming it, not a silent fall-through (or a download).
     (tmp_path / "empty").mkdir()
-    assert L.find_cifar10(str(tmp_path / "empty")) == env
+    with pytest.raises(L.DataError, match=r"empty: holds no CIFAR-10"):
+        L.find_cifar10(str(tmp_path / "empty"))
+    with pytest.raises(L.DataError, match=r"empty: holds no Fashion-MNIST"):
+        L.find_fashion_mnist(str(tmp_path / "empty"))
+    with pytest.raises(L.DataError, match=r"nowhere: no such data folder"):
+        L.find_cifar10(str(tmp_path / "nowhere"))
     monkeypatch.delenv("CIFAR_DATA_DIR")
     assert L.find_cifar10() == cache
 

@@ -7,6 +7,7 @@ import pytest
 
 import keras
 
+import cli
 import predict
 import resnet18_fashion_mnist as R18
 import resnet_cifar as R
@@ -25,7 +26,7 @@ def test_parameter_counts(version, depth, params):
 
 @pytest.mark.parametrize("version,depth", [(1, 21), (1, 2), (2, 21), (3, 20)])
 def test_bad_depth_is_a_clear_error(version, depth):
-    with pytest.raises(training.UsageError, match=r"depth must be|VERSION must be"):
+    with pytest.raises(cli.UsageError, match=r"depth must be|VERSION must be"):
         R.build_model(version, depth)
 
 

@@ -12,6 +12,7 @@ import pytest
 
 import keras
 
+import cli
 import predict
 import simple_cnn
 import training
@@ -37,7 +38,7 @@ def test_parameter_counts(model, params):
 
 
 def test_unknown_model_is_a_clear_error():
-    with pytest.raises(training.UsageError, match="unknown model 'huge'"):
+    with pytest.raises(cli.UsageError, match="unknown model 'huge'"):
         simple_cnn.build_model("huge")
 
 
@@ -203,9 +204,9 @@ def test_normalisation_statistics():
 
 
 def test_hyperparameters_come_from_the_top_block():
-    names = [name for name, _, _ in training.hyperparameters(simple_cnn.__file__)]
+    names = [name for name, _, _ in cli.hyperparameters(simple_cnn.__file__)]
     assert names[:3] == ["MODEL", "EPOCHS", "BATCH_SIZE"]
-    args = training.parse_args(simple_cnn.__file__, "x", ["--epochs", "5", "--no-horizontal-flip"])
+    args = cli.parse_args(simple_cnn.__file__, "x", ["--epochs", "5", "--no-horizontal-flip"])
     assert args.epochs == 5 and args.horizontal_flip is False and args.batch_size == simple_cnn.BATCH_SIZE
 
 
@@ -224,7 +225,7 @@ def test_every_commented_constant_of_a_script_is_a_flag(script):
     commented = [node.targets[0].id for node in ast.parse(source).body
                  if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
                  and node.targets[0].id.isupper() and "  # " in lines[node.end_lineno - 1]]
-    found = {name: value for name, value, _ in training.hyperparameters(module.__file__)}
+    found = {name: value for name, value, _ in cli.hyperparameters(module.__file__)}
     assert commented and set(commented) == set(found)
     for name in commented:
         assert found[name] == getattr(module, name)

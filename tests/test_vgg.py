@@ -8,7 +8,7 @@ import pytest
 
 import keras
 
-import training
+import cli
 import vgg19_cifar as V
 from helpers import use_synthetic
 
@@ -73,7 +73,7 @@ def test_vgg16_loads_the_vgg19_file_too(imagenet_like_file):
 def test_mismatch_is_a_clear_error_and_loads_nothing(imagenet_like_file):
     model = V.build_model("C")
     before = model.get_layer("block1_conv1").get_weights()[0].copy()
-    with pytest.raises(training.UsageError) as err:
+    with pytest.raises(cli.UsageError) as err:
         V.load_weights_by_name(model, imagenet_like_file)
     message = str(err.value)
     assert "block3_conv3: file has [(3, 3, 256, 256), (256,)], model needs [(1, 1, 256, 256), (256,)]" in message
@@ -85,14 +85,14 @@ def test_missing_layers_are_listed(tmp_path):
     small = V.build_model("A")
     path = str(tmp_path / "partial.h5")
     write_classic_h5(path, small, skip=("fc2",))
-    with pytest.raises(training.UsageError, match=r"fc2: not in the file"):
+    with pytest.raises(cli.UsageError, match=r"fc2: not in the file"):
         V.load_weights_by_name(V.build_model("A"), path)
 
 
 def test_not_a_weights_file(tmp_path):
     path = tmp_path / "x.h5"
     path.write_bytes(b"nope")
-    with pytest.raises(training.UsageError, match="x.h5"):
+    with pytest.raises(cli.UsageError, match="x.h5"):
         V.load_weights_by_name(V.build_model("A"), str(path))
 
 

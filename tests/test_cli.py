@@ -1,0 +1,98 @@
+"""Every bad value on every script's command line: one line, a non-zero exit,
+before any data is read or any file written."""
+
+import pytest
+
+import allconv_cifar
+import cli
+import load_data
+import resnet18_fashion_mnist
+import resnet_cifar
+import simple_cnn
+import vgg19_cifar
+
+SCRIPTS = {"simple_cnn": simple_cnn, "resnet_cifar": resnet_cifar, "vgg19_cifar": vgg19_cifar,
+           "allconv_cifar": allconv_cifar, "resnet18_fashion_mnist": resnet18_fashion_mnist}
+
+EVERY_SCRIPT = [  # (flags, what the one line must name)
+    (["--batch-size", "0"], "--batch-size"),
+    (["--batch-size", "-3"], "--batch-size"),
+    (["--batch-size", "eight"], "--batch-size"),
+    (["--epochs", "0"], "--epochs"),
+    (["--learning-rate", "-1"], "--learning-rate"),
+    (["--learning-rate", "0"], "--learning-rate"),
+    (["--val-split", "1.0"], "--val-split"),
+    (["--val-split", "-0.1"], "--val-split"),
+    (["--subset", "-5"], "--subset"),
+    (["--devices", "-1"], "--devices"),
+    (["--verbose", "3"], "--verbose"),
+    (["--data-dir", "/nonexistent/cifar"], "/nonexistent/cifar"),
+    (["--output-dir", "/proc/no/such/place"], "/proc/no/such/place"),
+]
+PER_SCRIPT = {
+    "simple_cnn": [(["--lr-drop-factor", "0"], "--lr-drop-factor"), (["--rotation-range", "400"], "--rotation-range"),
+                   (["--zoom-range", "1.5"], "--zoom-range"), (["--width-shift-range", "-0.1"], "--width-shift-range"),
+                   (["--lr-drop-epoch", "-1"], "--lr-drop-epoch"), (["--model", "huge"], "--model")],
+    "resnet_cifar": [(["--fast-learning-rate", "0"], "--fast-learning-rate"), (["--label-smoothing", "1"], "--label-smoothing"),
+                     (["--plateau-factor", "1.5"], "--plateau-factor"), (["--plateau-patience", "-1"], "--plateau-patience"),
+                     (["--n", "0"], "--n"), (["--lr-steps", "[(80, -1)]"], "--lr-steps"),
+                     (["--fast-momentum", "1.0"], "--fast-momentum"), (["--fast-epochs", "0"], "--fast-epochs"),
+                     (["--fast-warmup-epochs", "-1"], "--fast-warmup-epochs"), (["--recipe", "slow"], "--recipe"),
+                     (["--fast-bn-momentum", "1.5"], "--fast-bn-momentum"), (["--weight-decay", "-1e-4"], "--weight-decay")],
+    "vgg19_cifar": [(["--dropout", "1.0"], "--dropout"), (["--momentum", "-0.5"], "--momentum"),
+                    (["--weight-decay", "-1"], "--weight-decay"), (["--shift", "2"], "--shift"),
+                    (["--config", "Z"], "--config"), (["--bn-momentum", "2"], "--bn-momentum")],
+    "allconv_cifar": [(["--input-dropout", "1"], "--input-dropout"), (["--lr-steps", "junk"], "--lr-steps"),
+                      (["--momentum", "1"], "--momentum")],
+    "resnet18_fashion_mnist": [(["--resize", "-1"], "--resize"), (["--bn-momentum", "2"], "--bn-momentum"),
+                               (["--stem", "tiny"], "--stem"), (["--dataset", "mnist"], "--dataset")],
+}
+CASES = [(script, flags, named) for script in SCRIPTS for flags, named in EVERY_SCRIPT + PER_SCRIPT[script]]
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    """Reading any data is a failure: the values must be refused before."""
+    def refuse(*a, **k):
+        raise AssertionError("data was read before the values were checked")
+    monkeypatch.setattr(load_data, "load_data", refuse)
+    monkeypatch.setattr(load_data, "load_fashion_mnist", refuse)
+    monkeypatch.setitem(resnet18_fashion_mnist.DATASETS, "fashion_mnist",
+                        (refuse,) + resnet18_fashion_mnist.DATASETS["fashion_mnist"][1:])
+
+
+@pytest.mark.parametrize("script,flags,named", CASES, ids=[f"{s}:{' '.join(f)}" for s, f, _ in CASES])
+def test_bad_value_is_one_line_and_nothing_is_written(script, flags, named, no_data, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["--output-dir", str(out)] + flags  # a later --output-dir wins
+    with pytest.raises(SystemExit) as exit_:
+        SCRIPTS[script].main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert named in err, err
+    assert not out.exists()
+
+
+def test_output_dir_that_is_a_file_is_named(no_data, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit):
+        simple_cnn.main(["--output-dir", str(blocker / "runs")])
+    err = capsys.readouterr().err.strip()
+    assert "is a file, not a folder" in err and str(blocker) in err
+
+
+def test_every_rule_accepts_the_scripts_own_defaults():
+    for module in SCRIPTS.values():
+        for name, value, _ in cli.hyperparameters(module.__file__):
+            assert cli.check_value(name, value) is None, (module.__name__, name, value)
+
+
+def test_keras_value_errors_reach_the_user_as_one_line(capsys):
+    def main():
+        raise ValueError("Input 0 of layer 'dense' is incompatible with the layer:\nexpected axis -1 ...")
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(main)
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == "error: Input 0 of layer 'dense' is incompatible with the layer:\n"
