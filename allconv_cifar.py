@@ -28,6 +28,7 @@ What differs from the paper and the seed, and why:
     python allconv_cifar.py --input-dropout 0.2 --weight-decay 1e-3   # the paper's extras
 """
 
+import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
 import keras
 from keras import layers
 

@@ -3,7 +3,8 @@
 - `hyperparameters`: a script's top block of `NAME = literal  # comment`
   lines, which `parse_args` turns into flags (`--name`, help from the comment)
   beside the flags every script has (`--data-dir`, `--subset`, `--seed`,
-  `--output-dir`, `--resume`, `--devices`, `--mixed-precision`, `--verbose`);
+  `--output-dir`, `--resume`, `--fresh`, `--devices`, `--mixed-precision`,
+  `--verbose`);
 - every value is checked before any data is read or any model built (sizes
   and epochs positive, rates and factors in range, fractions in [0, 1), the
   data and output folders usable): a bad one is one line on stderr, exit 2;
@@ -155,7 +156,10 @@ def parse_args(script_path, description, argv=None, choices=None, extra=None):
     common.add_argument("--seed", type=int, default=0, help="random seed for weights, shuffling and augmentation")
     common.add_argument("--output-dir", default="saved_models",
                         help="where checkpoints, history, plot, logs and summary go")
-    common.add_argument("--resume", action="store_true", help="continue an interrupted run after its last finished epoch")
+    common.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run after its last finished epoch (same values)")
+    common.add_argument("--fresh", action="store_true",
+                        help="start afresh where this run's history and resume backup already are, deleting them")
     common.add_argument("--devices", type=int, default=0, metavar="N",
                         help="data-parallel devices: 0 all visible accelerators, 1 one device, N that many")
     common.add_argument("--mixed-precision", action="store_true",
@@ -170,6 +174,8 @@ def parse_args(script_path, description, argv=None, choices=None, extra=None):
         expected = check_value(name, getattr(args, name.lower()))
         if expected:
             parser.error(f"{flag} must be {expected}, got {getattr(args, name.lower())!r}")
+    if args.resume and args.fresh:
+        parser.error("--resume continues a run and --fresh deletes it: give one of them")
     if args.subset < 0:
         parser.error(f"--subset must be 0 (all) or a positive number, got {args.subset}")
     if args.devices < 0:

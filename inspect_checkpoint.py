@@ -13,6 +13,7 @@ confusion matrix (`<name>_confusion.png`) and a grid of the most confident
 mistakes (`<name>_mistakes.png`).
 """
 
+import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
 import argparse
 import json
 import os

@@ -10,6 +10,7 @@ checkpoint, so raw pixels go in. An unreadable file is reported on one line
 and the others are still classified; the exit status is then 1.
 """
 
+import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
 import argparse
 import json
 import os

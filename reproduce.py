@@ -56,6 +56,27 @@ def collect(run_dir, name, results=results_table.RESULTS):
     return sorted(set(copied))
 
 
+def finished_in(run_dir):
+    """A run that wrote its summary and has no resume backup left."""
+    return bool(glob.glob(os.path.join(run_dir, "*_summary.json"))) and \
+        not glob.glob(os.path.join(run_dir, ".*_resume"))
+
+
+def train(name, command, run_dir, data_dir, extra):
+    """Run one recipe, resuming it if it was interrupted; its exit status."""
+    full = [sys.executable, os.path.join(ROOT, command[0])] + command[1:] + \
+        ["--output-dir", run_dir, "--resume", "--verbose", "2"] + \
+        (["--data-dir", data_dir] if data_dir else []) + extra
+    print(f"== {name}: {' '.join(full[1:])}", flush=True)
+    result = subprocess.run(full, cwd=ROOT)
+    if result.returncode != 0:
+        print(f"error: {name} stopped with exit status {result.returncode}; run the same command "
+              f"again to continue it from its last finished epoch", file=sys.stderr)
+    return result.returncode
+
+
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      epilog="Flags after -- go to every script.")
@@ -86,15 +107,12 @@ def main(argv=None):
             print(f"== {name}: done (results/{name}), skipped")
             continue
         run_dir = os.path.join(args.runs_dir, name)
-        full = [sys.executable] + [os.path.join(ROOT, command[0])] + command[1:] + \
-            ["--output-dir", run_dir, "--resume", "--verbose", "2"] + \
-            (["--data-dir", args.data_dir] if args.data_dir else []) + extra
-        print(f"== {name}: {' '.join(full[1:])}", flush=True)
-        result = subprocess.run(full, cwd=ROOT)
-        if result.returncode != 0:
-            print(f"error: {name} stopped with exit status {result.returncode}; run the same command "
-                  f"again to continue it from its last finished epoch", file=sys.stderr)
-            return result.returncode
+        if finished_in(run_dir):  # trained to its end, but not yet copied into results/
+            print(f"== {name}: finished in {run_dir}; collecting it")
+        else:
+            status = train(name, command, run_dir, args.data_dir, extra)
+            if status:
+                return status
         for path in collect(run_dir, name, args.results):
             print(f"   {os.path.relpath(path, ROOT)}")
         if not args.no_readme:

@@ -22,6 +22,7 @@ and keeps the input at its own size (the usual CIFAR variant).
     python predict.py saved_models/fashion_mnist_resnet18_final.h5 shoe.png
 """
 
+import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
 import keras
 from keras import layers
 

@@ -19,6 +19,7 @@ Two recipes:
     python resnet_cifar.py --version 2 --n 6      # ResNet-56 v2
 """
 
+import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
 import keras
 from keras import layers
 

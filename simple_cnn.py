@@ -15,6 +15,7 @@ Pixels are scaled to [0, 1] inside the model, so checkpoints take raw uint8 RGB 
     python predict.py saved_models/cifar10_deep_best.h5 my_cat.jpg
 """
 
+import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
 import keras
 from keras import layers
 

@@ -354,6 +354,56 @@ def _trim_history(csv_path, epochs_done):
     return kept
 
 
+# Settings that say where files are or how a run is shown: they may change on --resume.
+PLUMBING = {"resume", "fresh", "verbose", "output_dir", "data_dir", "multi_worker", "replicas"}
+
+
+def _differences(before, now):
+    keys = sorted((set(before) | set(now)) - PLUMBING)
+    return [(k, before.get(k), now.get(k)) for k in keys if json.dumps(before.get(k), default=str)
+            != json.dumps(now.get(k), default=str)]
+
+
+def _start_or_resume(args, paths, name, epochs, hyperparameters):
+    """Refuse to lose a run: a fresh start into a folder holding this run's
+    backup or history needs --fresh; --resume needs the same settings as the
+    backup was made with, and says so when the run has finished. Records the
+    settings in the backup. Returns the best val_accuracy so far."""
+    out, backup = os.path.dirname(paths["history"]) or ".", paths["backup"]
+    record = os.path.join(backup, "run.json")
+    best_so_far = -np.inf
+    if args.resume and os.path.isdir(backup):
+        if os.path.isfile(record):
+            with open(record) as f:
+                changed = _differences(json.load(f), json.loads(json.dumps(hyperparameters, default=str)))
+            if changed:
+                listed = ", ".join(f"--{k.replace('_', '-')} {b!r} (now {n!r})" for k, b, n in changed)
+                raise UsageError(f"--resume: the run in {out} was made with {listed}; resume with the same "
+                                 f"values, or start afresh with --fresh")
+        done = _resume_epoch(backup)
+        kept = _trim_history(paths["history"], done)
+        best_so_far = max((float(r["val_accuracy"]) for r in kept if r.get("val_accuracy")), default=-np.inf)
+        print(f"Resuming {name} after epoch {done} of {epochs} from {backup}")
+        return best_so_far
+    if args.resume and os.path.isfile(paths["summary"]):
+        raise UsageError(f"--resume: {name} in {out} has finished (summary {paths['summary']}); nothing to "
+                         f"resume. Start it again with --fresh, or choose another --output-dir")
+    if args.resume:
+        print(f"Nothing to resume in {backup}: starting from epoch 1")
+    else:
+        found = [os.path.basename(p) for p in (backup, paths["history"]) if os.path.exists(p)]
+        if found and not getattr(args, "fresh", False):
+            raise UsageError(f"{out} already holds a run of {name} ({', '.join(found)}): continue it with "
+                             f"--resume, or start afresh with --fresh (which deletes them)")
+    shutil.rmtree(backup, ignore_errors=True)
+    if os.path.exists(paths["history"]):  # a fresh run starts a fresh history
+        os.remove(paths["history"])
+    os.makedirs(backup, exist_ok=True)
+    with open(record, "w") as f:
+        json.dump(hyperparameters, f, default=str, indent=1)
+    return best_so_far
+
+
 def make_callbacks(args, paths, n_train, class_names, schedule, best_so_far, plateau=None, run=None):
     """The callbacks of every run. `plateau`: PlateauSchedule's factor,
     patience and min_lr, for plateau cuts on top of the schedule.
@@ -473,18 +523,9 @@ def train(model, args, data, *, name, class_names, batch_size, epochs, schedule=
         "backup": os.path.join(out, f".{name}_resume"),
     }
 
-    best_so_far = -np.inf
-    if args.resume and os.path.isdir(paths["backup"]):
-        done = _resume_epoch(paths["backup"])
-        kept = _trim_history(paths["history"], done)
-        best_so_far = max((float(r["val_accuracy"]) for r in kept if r.get("val_accuracy")), default=-np.inf)
-        print(f"Resuming {name} after epoch {done} of {epochs} from {paths['backup']}")
-    else:
-        if args.resume:
-            print(f"Nothing to resume in {paths['backup']}: starting from epoch 1")
-        shutil.rmtree(paths["backup"], ignore_errors=True)
-        if os.path.exists(paths["history"]):  # a fresh run starts a fresh history
-            os.remove(paths["history"])
+    run = {"script": os.path.basename(sys.argv[0]), "dataset": dataset, "model": name,
+           "hyperparameters": {k: v for k, v in sorted(vars(args).items()) if k != "multi_worker"}}
+    best_so_far = _start_or_resume(args, paths, name, epochs, run["hyperparameters"])
 
     replicas = getattr(args, "replicas", 1)
     if replicas > 1:  # global batch = per-device batch x replicas; linear learning-rate scaling
@@ -492,8 +533,6 @@ def train(model, args, data, *, name, class_names, batch_size, epochs, schedule=
         base = schedule or (lambda epoch, lr=None, lr0=float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)): lr0)
         schedule = lambda epoch, lr=None: replicas * base(epoch)  # noqa: E731
 
-    run = {"script": os.path.basename(sys.argv[0]), "dataset": dataset, "model": name,
-           "hyperparameters": {k: v for k, v in sorted(vars(args).items()) if k != "multi_worker"}}
     callbacks = make_callbacks(args, paths, len(x_train), class_names, schedule, best_so_far,
                                plateau=plateau, run=run)
     throughput = next(cb for cb in callbacks if isinstance(cb, Throughput))

@@ -23,6 +23,7 @@ images.
     python vgg19_cifar.py --estimate-memory --batch-size 256
 """
 
+import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
 import numpy as np
 
 import keras

@@ -96,3 +96,20 @@ def test_keras_value_errors_reach_the_user_as_one_line(capsys):
         cli.run(main)
     assert exit_.value.code == 1
     assert capsys.readouterr().err == "error: Input 0 of layer 'dense' is incompatible with the layer:\n"
+
+
+def test_from_the_shell_a_bad_value_is_the_only_line_and_tensorflow_is_quiet(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from conftest import ROOT
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "resnet_cifar.py", "--fast-epochs", "0"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["error: --fast-epochs must be 1 or more, got 0 "
+                                          "(see resnet_cifar.py --help)"]
+    # The user's own TF_CPP_MIN_LOG_LEVEL wins: at 0, TensorFlow's start-up lines are back.
+    result = subprocess.run([sys.executable, "resnet_cifar.py", "--fast-epochs", "0"], cwd=ROOT,
+                            env=dict(env, TF_CPP_MIN_LOG_LEVEL="0"), capture_output=True, text=True, timeout=300)
+    assert len(result.stderr.splitlines()) > 1 and result.stderr.splitlines()[-1].startswith("error: ")

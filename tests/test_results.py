@@ -82,6 +82,13 @@ def test_reproduce_runs_collects_small_files_and_skips_what_is_done(tmp_path, fa
     reproduce.main(["--list", "--results", str(results)])
     assert capsys.readouterr().out.split()[:2] == ["tiny", "done"]
 
+    # A run that finished but was not collected (results/ lost, say) is collected, not retrained.
+    import shutil
+    shutil.rmtree(results / "tiny")
+    assert reproduce.main(common) == 0
+    assert "finished in" in capsys.readouterr().out
+    assert (results / "tiny" / "cifar10_simple_summary.json").is_file()
+
 
 def test_reproduce_refuses_an_unknown_run(capsys):
     with pytest.raises(SystemExit):

@@ -1,0 +1,138 @@
+"""Nothing a user trained is lost by accident, and each script compiles the
+optimizer its docstring promises."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import keras
+
+import allconv_cifar
+import cli
+import resnet18_fashion_mnist
+import resnet_cifar
+import simple_cnn
+import vgg19_cifar
+from conftest import ROOT
+from helpers import use_synthetic
+
+ARGS = ["--model", "simple", "--epochs", "2", "--batch-size", "32", "--verbose", "0"]
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def finished(tmp_path, monkeypatch):
+    use_synthetic(monkeypatch, 96, 32)
+    out = tmp_path / "out"
+    simple_cnn.main(ARGS + ["--output-dir", str(out)])
+    return out
+
+
+def test_a_new_run_does_not_overwrite_a_finished_one(finished):
+    history = (finished / "cifar10_simple_history.csv").read_text()
+    with pytest.raises(cli.UsageError, match=r"already holds a run of cifar10_simple .*--resume.*--fresh"):
+        simple_cnn.main(ARGS + ["--output-dir", str(finished)])
+    assert (finished / "cifar10_simple_history.csv").read_text() == history
+    simple_cnn.main(ARGS + ["--output-dir", str(finished), "--fresh", "--epochs", "1"])
+    assert len(rows(finished / "cifar10_simple_history.csv")) == 1
+
+
+def test_resume_of_a_finished_run_says_so(finished):
+    with pytest.raises(cli.UsageError, match=r"has finished"):
+        simple_cnn.main(ARGS + ["--output-dir", str(finished), "--resume"])
+
+
+def test_resume_and_fresh_together_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        simple_cnn.main(ARGS + ["--output-dir", str(tmp_path), "--resume", "--fresh"])
+    assert "give one of them" in capsys.readouterr().err
+
+
+KILL_IN_EPOCH_2 = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+import keras, simple_cnn, training
+
+class Kill(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == 1 and batch == 3:  # in the middle of the second epoch
+            os.kill(os.getpid(), signal.SIGKILL)
+
+original = training.make_callbacks
+training.make_callbacks = lambda *a, **k: original(*a, **k) + [Kill()]
+simple_cnn.main(sys.argv[2:])
+"""
+
+
+def test_a_kill_in_the_middle_of_an_epoch_then_resume(tmp_path, fake_cifar):
+    root, _, _ = fake_cifar
+    out = tmp_path / "out"
+    args = ["--model", "simple", "--epochs", "3", "--batch-size", "32", "--subset", "256", "--val-split", "0",
+            "--data-dir", str(root), "--verbose", "0", "--output-dir", str(out)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    killed = subprocess.run([sys.executable, "-c", KILL_IN_EPOCH_2, ROOT] + args, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert len(rows(out / "cifar10_simple_history.csv")) == 1  # epoch 1 finished, epoch 2 did not
+
+    # Changed values are refused, naming them; the run is left as it was.
+    with pytest.raises(cli.UsageError, match=r"--batch-size 32 \(now 64\)"):
+        simple_cnn.main(args[:5] + ["64"] + args[6:] + ["--resume"])
+    simple_cnn.main(args + ["--resume"])
+    history = rows(out / "cifar10_simple_history.csv")
+    assert [int(r["epoch"]) for r in history] == [0, 1, 2]
+    summary = json.loads((out / "cifar10_simple_summary.json").read_text())
+    assert summary["optimizer_steps"] == 3 * (256 // 32)  # epoch 2 was redone whole, once
+    assert summary["epochs_this_session"] == 2
+
+
+def compiled_optimizer(monkeypatch, module, argv):
+    """The optimizer `module.main(argv)` compiles its model with."""
+    seen = {}
+
+    class Compiled(Exception):
+        pass
+
+    def compile(self, optimizer=None, **kwargs):
+        seen["optimizer"] = optimizer
+        raise Compiled
+    monkeypatch.setattr(keras.Model, "compile", compile)
+    with pytest.raises(Compiled):
+        module.main(argv)
+    return seen["optimizer"]
+
+
+@pytest.mark.parametrize("module,argv,kind,rate,nesterov", [
+    (simple_cnn, [], keras.optimizers.Adam, simple_cnn.LEARNING_RATE, None),
+    (resnet_cifar, ["--recipe", "seed"], keras.optimizers.Adam, resnet_cifar.LEARNING_RATE, None),
+    (resnet_cifar, ["--recipe", "fast"], keras.optimizers.SGD, resnet_cifar.FAST_LEARNING_RATE, True),
+    (vgg19_cifar, ["--config", "A"], keras.optimizers.SGD, vgg19_cifar.LEARNING_RATE, True),
+    (allconv_cifar, [], keras.optimizers.SGD, allconv_cifar.LEARNING_RATE, True),
+    (resnet18_fashion_mnist, [], keras.optimizers.Adam, resnet18_fashion_mnist.LEARNING_RATE, None),
+], ids=["simple_cnn", "resnet_seed", "resnet_fast", "vgg", "allconv", "resnet18"])
+def test_each_script_compiles_the_optimizer_its_docstring_names(module, argv, kind, rate, nesterov,
+                                                                 monkeypatch, tmp_path):
+    use_synthetic(monkeypatch, 32, 8)
+    import load_data
+    if module is resnet18_fashion_mnist:
+        fake = lambda data_dir=None: load_data.load_data(data_dir)  # noqa: E731 (colour images will do)
+        monkeypatch.setitem(module.DATASETS, "fashion_mnist", (fake, (32, 32, 3), load_data.CIFAR10_CLASSES))
+    optimizer = compiled_optimizer(monkeypatch, module, argv + ["--output-dir", str(tmp_path)])
+    assert type(optimizer) is kind
+    assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(rate)
+    if nesterov is not None:
+        assert optimizer.nesterov is nesterov and optimizer.momentum == pytest.approx(0.9)
+    # What the script says it uses: its docstring, or its learning rate's comment (the flag's help).
+    said = (module.__doc__ or "") + " ".join(
+        comment for name, _, comment in cli.hyperparameters(module.__file__) if name.endswith("LEARNING_RATE"))
+    assert ("Adam" if kind is keras.optimizers.Adam else "SGD") in said
