@@ -50,6 +50,14 @@ CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
+CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
+CIFAR100_ARCHIVE = "cifar-100-python.tar.gz"
+CIFAR100_FOLDER = "cifar-100-python"
+CIFAR100_LABELS = {"fine": ("fine_labels", "fine_label_names", 100),  # label_mode: (key, names key, classes)
+                   "coarse": ("coarse_labels", "coarse_label_names", 20)}
+# Per archive folder: the name its extraction folder starts with, and the file that marks it complete.
+CIFAR_SETS = {CIFAR10_FOLDER: ("cifar-10", "test_batch"), CIFAR100_FOLDER: ("cifar-100", "test")}
 
 # Keras's HTTPS mirror of the official Zalando files (same bytes, same MD5s).
 FASHION_MNIST_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
@@ -98,50 +106,61 @@ def _not_in(data_dir, wanted):
                      f"$CIFAR_DATA_DIR or ~/.keras/datasets (downloading it if need be)")
 
 
-def _batches_folder_in(directory):
-    """An extracted batches folder inside `directory`, or None."""
+def _batches_folder_in(directory, name=CIFAR10_FOLDER):
+    """An extracted folder `name` (cifar-10-batches-py, cifar-100-python)
+    inside `directory`, or None."""
+    marker = CIFAR_SETS[name][1]
     candidates = [
-        os.path.join(directory, CIFAR10_FOLDER),
-        directory,  # the user pointed straight at the batches folder
+        os.path.join(directory, name),
+        directory,  # the user pointed straight at the folder
         # Keras 3's own cache layout after `keras.datasets.cifar10.load_data()`.
-        os.path.join(directory, CIFAR10_FOLDER + "_extracted", CIFAR10_FOLDER),
+        os.path.join(directory, name + "_extracted", name),
     ]
     for folder in candidates:
-        if os.path.isfile(os.path.join(folder, "test_batch")):
+        if os.path.isfile(os.path.join(folder, marker)):
             return folder
     return None
 
 
-def find_cifar10(data_dir=None):
-    """Path of an extracted `cifar-10-batches-py` folder, extracting or
-    downloading the archive if that is what it takes."""
+def _find_cifar(data_dir, name, archive_name, url, md5, what):
+    """Path of an extracted CIFAR folder, extracting or downloading the
+    archive if that is what it takes."""
     for directory in search_dirs(data_dir):
-        folder = _batches_folder_in(directory)
+        folder = _batches_folder_in(directory, name)
         if folder:
             return folder
-        archive = os.path.join(directory, CIFAR10_ARCHIVE)
+        archive = os.path.join(directory, archive_name)
         if os.path.isfile(archive):
-            return extract_archive(archive)
+            return extract_archive(archive, name)
     if data_dir:
-        raise _not_in(data_dir, f"CIFAR-10 ({CIFAR10_FOLDER}/ or {CIFAR10_ARCHIVE})")
-    cache = keras_cache_dir()
-    archive = download(CIFAR10_URL, os.path.join(cache, CIFAR10_ARCHIVE), CIFAR10_MD5)
-    return extract_archive(archive)
+        raise _not_in(data_dir, f"{what} ({name}/ or {archive_name})")
+    archive = download(url, os.path.join(keras_cache_dir(), archive_name), md5)
+    return extract_archive(archive, name)
+
+
+def find_cifar10(data_dir=None):
+    """Path of an extracted `cifar-10-batches-py` folder."""
+    return _find_cifar(data_dir, CIFAR10_FOLDER, CIFAR10_ARCHIVE, CIFAR10_URL, CIFAR10_MD5, "CIFAR-10")
+
+
+def find_cifar100(data_dir=None):
+    """Path of an extracted `cifar-100-python` folder."""
+    return _find_cifar(data_dir, CIFAR100_FOLDER, CIFAR100_ARCHIVE, CIFAR100_URL, CIFAR100_MD5, "CIFAR-100")
 
 
 # --------------------------------------------------------------------------
 # Safe extraction
 # --------------------------------------------------------------------------
 
-def _extraction_target(archive):
+def _extraction_target(archive, name=CIFAR10_FOLDER):
     """Where an archive is extracted: beside it when it lives in the Keras cache
     (a download), otherwise into the cache under a name tied to this archive,
     so that shared or read-only data folders are never written to."""
     archive = os.path.abspath(archive)
     cache = keras_cache_dir()
     if os.path.dirname(archive) == cache:
-        return os.path.join(cache, CIFAR10_FOLDER)
-    return os.path.join(cache, "cifar-10-from-" + _archive_stamp(archive)[:16], CIFAR10_FOLDER)
+        return os.path.join(cache, name)
+    return os.path.join(cache, f"{CIFAR_SETS[name][0]}-from-" + _archive_stamp(archive)[:16], name)
 
 
 def _archive_stamp(archive):
@@ -168,10 +187,10 @@ def check_members(archive, members, target):
                             "outside the extraction folder")
 
 
-def extract_archive(archive):
-    """Extract the CIFAR-10 archive once; return the batches folder."""
-    target = _extraction_target(archive)
-    if os.path.isfile(os.path.join(target, "test_batch")):
+def extract_archive(archive, name=CIFAR10_FOLDER):
+    """Extract a CIFAR archive once; return its folder `name`."""
+    target = _extraction_target(archive, name)
+    if os.path.isfile(os.path.join(target, CIFAR_SETS[name][1])):
         return target
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
@@ -186,10 +205,10 @@ def extract_archive(archive):
         except (tarfile.TarError, EOFError, OSError, zlib_error()) as e:
             raise DataError(f"{archive}: not a readable tar.gz archive ({e}); "
                             "delete it and download it again") from None
-        extracted = os.path.join(tmp, CIFAR10_FOLDER)
+        extracted = os.path.join(tmp, name)
         if not os.path.isdir(extracted):
-            raise DataError(f"{archive}: holds no {CIFAR10_FOLDER}/ folder; is it "
-                            "the CIFAR-10 python version?")
+            raise DataError(f"{archive}: holds no {name}/ folder; is it "
+                            f"the {CIFAR_SETS[name][0].upper()} python version?")
         if os.path.isdir(target):  # a partial copy from an earlier failure
             shutil.rmtree(target)
         os.replace(extracted, target)
@@ -301,7 +320,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
             raise pickle.UnpicklingError(
-                f"refusing to load {module}.{name}: not something a CIFAR-10 "
+                f"refusing to load {module}.{name}: not something a CIFAR "
                 "batch holds") from None
 
 
@@ -313,9 +332,9 @@ def read_pickle(path):
     except FileNotFoundError:
         raise DataError(f"{path}: file is missing") from None
     except Exception as e:  # truncated, corrupt, or asks for a forbidden object
-        raise DataError(f"{path}: not a valid CIFAR-10 batch ({type(e).__name__}: {e})") from None
+        raise DataError(f"{path}: not a valid CIFAR batch ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
-        raise DataError(f"{path}: not a valid CIFAR-10 batch (holds a "
+        raise DataError(f"{path}: not a valid CIFAR batch (holds a "
                         f"{type(obj).__name__}, expected a dict)")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
@@ -387,6 +406,56 @@ def load_class_names(data_dir=None):
     return read_class_names(find_cifar10(data_dir))
 
 
+def read_cifar100_split(path, rows, label_mode):
+    """One validated CIFAR-100 file (`train` or `test`): uint8 data
+    (rows, 3072) and the fine (0-99) or coarse (0-19) labels."""
+    key, _, classes = CIFAR100_LABELS[label_mode]
+    split = read_pickle(path)
+    data, labels = split.get("data"), split.get(key)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.shape != (rows, IMAGE_BYTES):
+        got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(f"{path}: 'data' must be uint8 ({rows}, {IMAGE_BYTES}), got {got}")
+    try:
+        labels = np.asarray(labels)
+        ok = labels.shape == (rows,) and np.issubdtype(labels.dtype, np.integer)
+    except Exception:
+        ok = False
+    if not ok:
+        raise DataError(f"{path}: '{key}' must be {rows} integers")
+    if labels.min() < 0 or labels.max() >= classes:
+        raise DataError(f"{path}: {key} must be 0-{classes - 1}, found {labels.min()}..{labels.max()}")
+    return data, labels.astype(np.uint8)
+
+
+def _label_mode(label_mode):
+    if label_mode not in CIFAR100_LABELS:
+        raise DataError(f"label_mode must be 'fine' (100 classes) or 'coarse' (20), got {label_mode!r}")
+    return label_mode
+
+
+def load_cifar100(data_dir=None, label_mode="fine"):
+    """CIFAR-100 as `keras.datasets.cifar100.load_data(label_mode)` returns it:
+    uint8 images (50000|10000, 32, 32, 3) RGB and uint8 labels (N, 1), fine
+    (100 classes) or coarse (20 superclasses)."""
+    _label_mode(label_mode)
+    folder = find_cifar100(data_dir)
+    load_cifar100_class_names(data_dir, label_mode)  # validates meta as well
+    (x, y), (xt, yt) = (read_cifar100_split(os.path.join(folder, name), rows, label_mode)
+                        for name, rows in (("train", 50000), ("test", 10000)))
+    return (_to_images(x), y.reshape(-1, 1)), (_to_images(xt), yt.reshape(-1, 1))
+
+
+def load_cifar100_class_names(data_dir=None, label_mode="fine"):
+    """The 100 fine or 20 coarse class names, from `meta`."""
+    _, key, classes = CIFAR100_LABELS[_label_mode(label_mode)]
+    path = os.path.join(find_cifar100(data_dir), "meta")
+    names = read_pickle(path).get(key)
+    if not isinstance(names, list) or len(names) != classes or \
+            not all(isinstance(n, (str, bytes)) for n in names):
+        raise DataError(f"{path}: '{key}' must be a list of {classes} names")
+    return tuple(n.decode("latin1") if isinstance(n, bytes) else n for n in names)
+
+
 def _fashion_folder_in(directory):
     folder = os.path.join(directory, FASHION_MNIST_FOLDER)
     if all(os.path.isfile(os.path.join(folder, f)) for f in FASHION_MNIST_FILES):
@@ -450,6 +519,7 @@ def load_fashion_mnist(data_dir=None):
 DATASETS = {  # name: (loader, class names)
     "cifar10": (load_data, CIFAR10_CLASSES),
     "fashion_mnist": (load_fashion_mnist, FASHION_MNIST_CLASSES),
+    "cifar100": (load_cifar100, None),  # names from its meta file
 }
 
 
@@ -461,8 +531,8 @@ def summary(x_train, y_train, x_test, y_test, class_names):
     lines = [f"train: {x_train.shape} {x_train.dtype}, labels {y_train.shape}",
              f"test:  {x_test.shape} {x_test.dtype}, labels {y_test.shape}",
              f"{'class':<12} {'train':>6} {'test':>6}"]
-    train_counts = np.bincount(y_train.ravel(), minlength=10)
-    test_counts = np.bincount(y_test.ravel(), minlength=10)
+    train_counts = np.bincount(y_train.ravel(), minlength=len(class_names))
+    test_counts = np.bincount(y_test.ravel(), minlength=len(class_names))
     for i, name in enumerate(class_names):
         lines.append(f"{name:<12} {train_counts[i]:>6} {test_counts[i]:>6}")
     mean, std = channel_stats(x_train)
@@ -508,7 +578,7 @@ def sample_grid(images, labels, class_names, n, scale=3, columns=8):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Load and summarise CIFAR-10 or Fashion-MNIST.")
+    parser = argparse.ArgumentParser(description="Load and summarise CIFAR-10, CIFAR-100 (fine labels) or Fashion-MNIST.")
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="cifar10")
     parser.add_argument("--data-dir", help="folder holding the data (default: $CIFAR_DATA_DIR, then ~/.keras/datasets)")
     parser.add_argument("--show", type=int, metavar="N", default=0,
@@ -520,6 +590,8 @@ def main(argv=None):
         (x_train, y_train), (x_test, y_test) = loader(args.data_dir)
         if args.dataset == "cifar10":
             class_names = load_class_names(args.data_dir)
+        elif args.dataset == "cifar100":
+            class_names = load_cifar100_class_names(args.data_dir)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
