@@ -38,6 +38,7 @@ import schedules
 import training
 
 # Hyperparameters (each can be overridden on the command line: --epochs 5).
+DATASET = "cifar10"  # cifar10, cifar100 (fine labels), cifar100_coarse or fashion_mnist
 EPOCHS = 350  # passes over the training images (the seed reports over 90% after 350)
 BATCH_SIZE = 32  # images per gradient step (per device with --devices)
 LEARNING_RATE = 0.01  # SGD's learning rate at the start (0.05 and up stay at chance)
@@ -86,28 +87,29 @@ def build_model(augment=None, input_dropout=INPUT_DROPOUT, dropout=DROPOUT, weig
 
 
 def main(argv=None):
-    args = cli.parse_args(__file__, __doc__.splitlines()[0], argv)
+    args = cli.parse_args(__file__, __doc__.splitlines()[0], argv, choices={"DATASET": load_data.DATASETS})
     scope = training.setup(args)
 
     # Data
     data = training.prepare_data(args)
+    (x_train, _), _, _, _, class_names = data
 
     # Model: the seed built this optimizer, then compiled with the string 'sgd'
     # and so trained with plain SGD at 0.01; we use the optimizer it meant.
     augment = dict(width_shift_range=args.shift, height_shift_range=args.shift,
                    horizontal_flip=args.horizontal_flip, fill_mode=args.fill_mode)
     with scope:
-        model = build_model(augment, args.input_dropout, args.dropout, args.weight_decay,
-                            kernel_initializer=args.kernel_initializer)
+        model = build_model(augment, args.input_dropout, args.dropout, args.weight_decay, x_train.shape[1:],
+                            len(class_names), kernel_initializer=args.kernel_initializer)
         model.compile(optimizer=keras.optimizers.SGD(args.learning_rate, momentum=args.momentum, nesterov=True),
                       loss="categorical_crossentropy", metrics=["accuracy"])
     model.summary()
 
     # Training and evaluation
     schedule = schedules.step_schedule(args.learning_rate, args.lr_steps)
-    training.train(model, args, data, name="allconv", class_names=load_data.CIFAR10_CLASSES,
+    training.train(model, args, data, name=f"{args.dataset}_allconv",
                    batch_size=args.batch_size, epochs=args.epochs, schedule=schedule,
-                   best_template="allconv_best.h5", final_name=args.final_file,
+                   best_template=f"{args.dataset}_allconv_best.h5", final_name=args.final_file,
                    history_name=args.history_file)
     return 0
 

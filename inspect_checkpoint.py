@@ -26,16 +26,6 @@ import load_data
 import predict
 import training
 
-LOADERS = {"cifar10": load_data.load_data, "fashion_mnist": load_data.load_fashion_mnist}
-
-
-def dataset_of(model, run):
-    """The data set a checkpoint was trained on: stored in it, else by its input."""
-    if run and run.get("dataset") in LOADERS:
-        return run["dataset"]
-    return "fashion_mnist" if model.inputs[0].shape[-1] == 1 else "cifar10"
-
-
 def confusion_matrix(y_true, y_pred, n):
     """Rows: true class; columns: predicted class."""
     matrix = np.zeros((n, n), dtype=np.int64)
@@ -130,8 +120,8 @@ def inspect(path, data_dir=None, output_dir=None, mistakes=32):
     """Everything the command prints and writes for one checkpoint, as a dict."""
     model, names = predict.load_checkpoint(path)
     _, run = training.read_run(path)
-    dataset = dataset_of(model, run)
-    _, (x_test, y_test) = LOADERS[dataset](data_dir)
+    dataset = predict.dataset_of(path, model)
+    _, (x_test, y_test), _ = load_data.load(dataset, data_dir)
     x = x_test.reshape((-1,) + tuple(model.inputs[0].shape[1:]))
     probabilities, report = evaluate(model, x, y_test)
     stem = os.path.splitext(os.path.basename(path))[0]
@@ -220,7 +210,7 @@ def main(argv=None):
               file=sys.stderr)
         return 1
     if args.export:
-        _, (x_test, _) = LOADERS[first["dataset"]](args.data_dir)
+        _, (x_test, _), _ = load_data.load(first["dataset"], args.data_dir)
         sample = x_test[:64].reshape((-1,) + tuple(first["input_shape"]))
         first["export"] = {"folder": args.export, "max_difference": export(model, args.export, sample)}
     if args.json:

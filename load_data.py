@@ -341,20 +341,25 @@ def read_pickle(path):
 
 def read_batch(path):
     """One validated batch: uint8 data (10000, 3072) and labels 0-9."""
-    batch = read_pickle(path)
-    data, labels = batch.get("data"), batch.get("labels")
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.shape != (BATCH_SIZE, IMAGE_BYTES):
+    return _validated(path, read_pickle(path), BATCH_SIZE, "labels", 10)
+
+
+def _validated(path, contents, rows, key, classes):
+    """`contents["data"]` as uint8 (rows, 3072) and `contents[key]` as
+    `rows` labels 0..classes-1, or a DataError naming the file."""
+    data, labels = contents.get("data"), contents.get(key)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.shape != (rows, IMAGE_BYTES):
         got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise DataError(f"{path}: 'data' must be uint8 ({BATCH_SIZE}, {IMAGE_BYTES}), got {got}")
+        raise DataError(f"{path}: 'data' must be uint8 ({rows}, {IMAGE_BYTES}), got {got}")
     try:
         labels = np.asarray(labels)
-        ok = labels.shape == (BATCH_SIZE,) and np.issubdtype(labels.dtype, np.integer)
+        ok = labels.shape == (rows,) and np.issubdtype(labels.dtype, np.integer)
     except Exception:
         ok = False
     if not ok:
-        raise DataError(f"{path}: 'labels' must be {BATCH_SIZE} integers")
-    if labels.min() < 0 or labels.max() > 9:
-        raise DataError(f"{path}: labels must be 0-9, found {labels.min()}..{labels.max()}")
+        raise DataError(f"{path}: '{key}' must be {rows} integers")
+    if labels.min() < 0 or labels.max() >= classes:
+        raise DataError(f"{path}: {key} must be 0-{classes - 1}, found {labels.min()}..{labels.max()}")
     return data, labels.astype(np.uint8)
 
 
@@ -410,21 +415,7 @@ def read_cifar100_split(path, rows, label_mode):
     """One validated CIFAR-100 file (`train` or `test`): uint8 data
     (rows, 3072) and the fine (0-99) or coarse (0-19) labels."""
     key, _, classes = CIFAR100_LABELS[label_mode]
-    split = read_pickle(path)
-    data, labels = split.get("data"), split.get(key)
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.shape != (rows, IMAGE_BYTES):
-        got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise DataError(f"{path}: 'data' must be uint8 ({rows}, {IMAGE_BYTES}), got {got}")
-    try:
-        labels = np.asarray(labels)
-        ok = labels.shape == (rows,) and np.issubdtype(labels.dtype, np.integer)
-    except Exception:
-        ok = False
-    if not ok:
-        raise DataError(f"{path}: '{key}' must be {rows} integers")
-    if labels.min() < 0 or labels.max() >= classes:
-        raise DataError(f"{path}: {key} must be 0-{classes - 1}, found {labels.min()}..{labels.max()}")
-    return data, labels.astype(np.uint8)
+    return _validated(path, read_pickle(path), rows, key, classes)
 
 
 def _label_mode(label_mode):
@@ -516,11 +507,26 @@ def load_fashion_mnist(data_dir=None):
             (arrays["t10k-images-idx3-ubyte.gz"], arrays["t10k-labels-idx1-ubyte.gz"]))
 
 
-DATASETS = {  # name: (loader, class names)
-    "cifar10": (load_data, CIFAR10_CLASSES),
-    "fashion_mnist": (load_fashion_mnist, FASHION_MNIST_CLASSES),
-    "cifar100": (load_cifar100, None),  # names from its meta file
+SHAPES = {  # data set: (image shape, number of classes)
+    "cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100), "cifar100_coarse": ((32, 32, 3), 20),
+    "fashion_mnist": ((28, 28, 1), 10),
 }
+DATASETS = tuple(SHAPES)
+
+
+def load(name, data_dir=None):
+    """A data set by name, the same way for all: `(x_train, y_train),
+    (x_test, y_test), class names`, images always (N, height, width,
+    channels) uint8 (Fashion-MNIST gets its channel axis), labels (N, 1)."""
+    if name == "cifar10":
+        return (*load_data(data_dir), CIFAR10_CLASSES)
+    if name in ("cifar100", "cifar100_coarse"):
+        mode = "coarse" if name.endswith("coarse") else "fine"
+        return (*load_cifar100(data_dir, mode), load_cifar100_class_names(data_dir, mode))
+    if name == "fashion_mnist":
+        (x, y), (xt, yt) = load_fashion_mnist(data_dir)
+        return (x[..., None], y.reshape(-1, 1)), (xt[..., None], yt.reshape(-1, 1)), FASHION_MNIST_CLASSES
+    raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
 
 
 # --------------------------------------------------------------------------
@@ -567,7 +573,8 @@ def sample_grid(images, labels, class_names, n, scale=3, columns=8):
     grid = np.full((rows * cell_h, columns * cell_w, 3), 255, np.uint8)
     for i in range(n):
         img = images[i]
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+        img = cv2.cvtColor(img.reshape(img.shape[:2]), cv2.COLOR_GRAY2BGR) if img.ndim == 2 or img.shape[-1] == 1 \
+            else cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
         img = cv2.resize(img, (w, h), interpolation=cv2.INTER_NEAREST)
         r, c = divmod(i, columns)
         x0, y0 = c * cell_w + (cell_w - w) // 2, r * cell_h
@@ -579,19 +586,16 @@ def sample_grid(images, labels, class_names, n, scale=3, columns=8):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Load and summarise CIFAR-10, CIFAR-100 (fine labels) or Fashion-MNIST.")
-    parser.add_argument("--dataset", choices=sorted(DATASETS), default="cifar10")
+    parser.add_argument("--dataset", choices=DATASETS, default="cifar10")
     parser.add_argument("--data-dir", help="folder holding the data (default: $CIFAR_DATA_DIR, then ~/.keras/datasets)")
     parser.add_argument("--show", type=int, metavar="N", default=0,
                         help="write a grid of the first N training images with their class names")
     parser.add_argument("--out", default="samples.png", help="PNG file for --show (default: samples.png)")
     args = parser.parse_args(argv)
-    loader, class_names = DATASETS[args.dataset]
     try:
-        (x_train, y_train), (x_test, y_test) = loader(args.data_dir)
+        (x_train, y_train), (x_test, y_test), class_names = load(args.dataset, args.data_dir)
         if args.dataset == "cifar10":
             class_names = load_class_names(args.data_dir)
-        elif args.dataset == "cifar100":
-            class_names = load_cifar100_class_names(args.data_dir)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -50,6 +50,20 @@ def load_checkpoint(path):
     return model, names
 
 
+def dataset_of(path, model):
+    """The data set a checkpoint was trained on, as stored in it; for older
+    checkpoints, Fashion-MNIST for grayscale input and CIFAR-10 otherwise."""
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            run = json.loads(f.attrs["run"]) if "run" in f.attrs else {}
+    except (OSError, ValueError):
+        run = {}
+    if run.get("dataset") in load_data.DATASETS:
+        return run["dataset"]
+    return "fashion_mnist" if model.inputs[0].shape[-1] == 1 else "cifar10"
+
+
 def to_model_input(image, height, width, channels):
     """An image as OpenCV read it (BGR, BGRA or grayscale, uint8 or 16-bit)
     to uint8 (height, width, channels), RGB when colour."""
@@ -116,9 +130,8 @@ def main(argv=None):
             print(f"error: {e}", file=sys.stderr)
             failed += 1
     if args.test_index:
-        loader = load_data.load_fashion_mnist if channels == 1 else load_data.load_data
         try:
-            _, (x_test, y_test) = loader(args.data_dir)
+            _, (x_test, y_test), _ = load_data.load(dataset_of(args.checkpoint, model), args.data_dir)
         except load_data.DataError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

@@ -31,7 +31,7 @@ import load_data
 import training
 
 # Hyperparameters (each can be overridden on the command line: --epochs 5).
-DATASET = "fashion_mnist"  # fashion_mnist or cifar10
+DATASET = "fashion_mnist"  # fashion_mnist, cifar10, cifar100 (fine labels) or cifar100_coarse
 STEM = "imagenet"  # imagenet (7x7/2 conv + max-pool, the seed's) or cifar (3x3/1 conv, no pool)
 RESIZE = 96  # imagenet stem: images are resized to RESIZE x RESIZE inside the model (0: keep)
 EPOCHS = 5  # passes over the training images
@@ -42,10 +42,6 @@ BN_MOMENTUM = 0.9  # batch norm's moving averages (Keras's 0.99 lags the weights
 VAL_SPLIT = 0.0  # fraction of training images held out for validation (0: the test set, as the seed)
 
 STAGES = (64, 128, 256, 512)
-DATASETS = {  # name: (loader, input shape, class names)
-    "fashion_mnist": (load_data.load_fashion_mnist, (28, 28, 1), load_data.FASHION_MNIST_CLASSES),
-    "cifar10": (load_data.load_data, (32, 32, 3), load_data.CIFAR10_CLASSES),
-}
 
 
 def residual_block(x, filters, strides=1, projection=False, bn_momentum=BN_MOMENTUM):
@@ -89,29 +85,24 @@ def build_model(stem=STEM, input_shape=(28, 28, 1), resize=RESIZE, num_classes=1
 
 def main(argv=None):
     args = cli.parse_args(__file__, __doc__.splitlines()[0], argv,
-                               choices={"DATASET": tuple(DATASETS), "STEM": ("imagenet", "cifar")})
+                          choices={"DATASET": load_data.DATASETS, "STEM": ("imagenet", "cifar")})
     scope = training.setup(args)
 
-    # Data (Fashion-MNIST's (N, 28, 28) images get their channel axis)
-    loader, input_shape, class_names = DATASETS[args.dataset]
-
-    def load(data_dir):
-        (x, y), (xt, yt) = loader(data_dir)
-        return (x.reshape((-1,) + input_shape), y), (xt.reshape((-1,) + input_shape), yt)
-    data = training.prepare_data(args, loader=load)
+    # Data
+    data = training.prepare_data(args)
+    (x_train, _), _, _, _, class_names = data
 
     # Model
     augment = dict(horizontal_flip=args.horizontal_flip)
     with scope:
-        model = build_model(args.stem, input_shape, args.resize, len(class_names), augment, args.bn_momentum)
+        model = build_model(args.stem, x_train.shape[1:], args.resize, len(class_names), augment, args.bn_momentum)
         model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
                       loss="categorical_crossentropy", metrics=["accuracy"])
     model.summary()
 
     # Training and evaluation
     name = f"{args.dataset}_resnet18" + ("_cifarstem" if args.stem == "cifar" else "")
-    training.train(model, args, data, name=name, class_names=class_names,
-                   batch_size=args.batch_size, epochs=args.epochs, dataset=args.dataset)
+    training.train(model, args, data, name=name, batch_size=args.batch_size, epochs=args.epochs)
     return 0
 
 

@@ -29,6 +29,7 @@ import schedules
 import training
 
 # Hyperparameters (each can be overridden on the command line: --epochs 5).
+DATASET = "cifar10"  # cifar10, cifar100 (fine labels), cifar100_coarse or fashion_mnist
 VERSION = 1  # ResNet version: 1 (depth 6n+2) or 2 (depth 9n+2)
 N = 3  # residual blocks per stage: depth 20 for v1 (n=3), 29 for v2 (n=3)
 RECIPE = "seed"  # seed (the Keras example's schedule) or fast (ours, far fewer epochs)
@@ -186,14 +187,14 @@ def recipe(args):
 
 def main(argv=None):
     args = cli.parse_args(__file__, __doc__.splitlines()[0], argv,
-                               choices={"VERSION": (1, 2), "RECIPE": ("seed", "fast")},
+                           choices={"VERSION": (1, 2), "RECIPE": ("seed", "fast"), "DATASET": load_data.DATASETS},
                                extra=lambda p: p.add_argument(
                                    "--depth", type=int, help="network depth (instead of N)"))
     scope = training.setup(args)
 
     # Data
     data = training.prepare_data(args)
-    (x_train, _), _, _, _ = data
+    (x_train, _), _, _, _, class_names = data
 
     # Model
     with scope:
@@ -201,14 +202,15 @@ def main(argv=None):
         augment = dict(width_shift_range=r["shift"], height_shift_range=r["shift"],
                        horizontal_flip=args.horizontal_flip, fill_mode=r["fill_mode"])
         model = build_model(args.version, args.depth or depth_of(args.version, args.n),
-                            training.pixel_mean(x_train), augment, weight_decay=r["weight_decay"],
+                            training.pixel_mean(x_train), augment, x_train.shape[1:], len(class_names),
+                            weight_decay=r["weight_decay"],
                             bn_momentum=r["bn_momentum"])
         model.compile(optimizer=r["optimizer"], loss=r["loss"], metrics=["accuracy"])
     model.summary()
 
     # Training and evaluation
-    name = f"cifar10_{model.name}"
-    training.train(model, args, data, name=name, class_names=load_data.CIFAR10_CLASSES,
+    name = f"{args.dataset}_{model.name}"
+    training.train(model, args, data, name=name,
                    batch_size=r["batch_size"], epochs=r["epochs"], schedule=r["schedule"],
                    plateau=r["plateau"],
                    best_template=f"{name}_model.{{epoch:03d}}.h5",

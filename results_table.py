@@ -34,7 +34,7 @@ PUBLISHED = {
     ("simple_cnn.py", "cifar10_deep", None): (80.0, "seed: over 80%"),
     ("resnet18_fashion_mnist.py", "fashion_mnist_resnet18", None): (93.0, "seed's code 92.6%, benchmark 94.9%"),
     ("vgg19_cifar.py", "cifar10_VGG19", None): (93.4, "seed, ImageNet start, 200 epochs"),
-    ("allconv_cifar.py", "allconv", None): (92.75, "paper, with augmentation, 350 epochs"),
+    ("allconv_cifar.py", "cifar10_allconv", None): (92.75, "paper, with augmentation, 350 epochs"),
 }
 # Flags that say where files are or how a run is shown, not what is trained:
 # left out of the table (with their values; --resume has none).

@@ -26,6 +26,7 @@ import training
 
 # Hyperparameters (each can be overridden on the command line: --epochs 5).
 MODEL = "deep"  # simple | deep | deep_aug
+DATASET = "cifar10"  # cifar10, cifar100 (fine labels), cifar100_coarse or fashion_mnist
 EPOCHS = 20  # passes over the training images
 BATCH_SIZE = 32  # images per gradient step
 LEARNING_RATE = 1e-3  # Adam's learning rate at the start
@@ -66,7 +67,7 @@ def build_model(model=MODEL, augment=None, input_shape=(32, 32, 3), num_classes=
     x = layers.Dense(512, activation="relu")(x)
     x = layers.Dropout(0.5)(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)  # float32 under --mixed-precision
-    return keras.Model(inputs, outputs, name=f"cifar10_{model}")
+    return keras.Model(inputs, outputs, name=model)
 
 
 def augmentation_knobs(args):
@@ -77,23 +78,25 @@ def augmentation_knobs(args):
 
 
 def main(argv=None):
-    args = cli.parse_args(__file__, __doc__.splitlines()[0], argv, choices={"MODEL": MODELS})
+    args = cli.parse_args(__file__, __doc__.splitlines()[0], argv,
+                          choices={"MODEL": MODELS, "DATASET": load_data.DATASETS})
     scope = training.setup(args)
 
     # Data
     data = training.prepare_data(args)
+    (x_train, _), _, _, _, class_names = data
 
     # Model
     augment = augmentation_knobs(args) if args.model == "deep_aug" else None
     with scope:
-        model = build_model(args.model, augment)
+        model = build_model(args.model, augment, x_train.shape[1:], len(class_names))
         model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
                       loss="categorical_crossentropy", metrics=["accuracy"])
     model.summary()
 
     # Training and evaluation
     schedule = schedules.step_schedule(args.learning_rate, [(args.lr_drop_epoch, args.lr_drop_factor)])
-    training.train(model, args, data, name=model.name, class_names=load_data.CIFAR10_CLASSES,
+    training.train(model, args, data, name=f"{args.dataset}_{model.name}",
                    batch_size=args.batch_size, epochs=args.epochs, schedule=schedule)
     return 0
 

@@ -8,7 +8,7 @@ gives it the rest, the same way for all of them:
 - preprocessing inside the model (`standardize`, Keras's own layers) and ImageDataGenerator-style
   augmentation with Keras preprocessing layers (`augmentation`), so a
   checkpoint takes raw uint8 pixels and augments batched on the accelerator;
-- `prepare_data`: subset and validation split;
+- `prepare_data`: the data set (`--dataset`), subset and validation split;
 - `train`: fit with schedule, resumption, best/final `.h5` checkpoints, CSV
   history, plot, TensorBoard logs and a JSON summary; then the test score.
 """
@@ -27,6 +27,7 @@ import numpy as np
 import keras
 from keras import layers
 
+import hardware
 import load_data
 import schedules
 from cli import UsageError
@@ -221,11 +222,11 @@ def preprocess(inputs, normalization, augment_layers):
 # Data
 # --------------------------------------------------------------------------
 
-def prepare_data(args, loader=None):
-    """Load (CIFAR-10 unless `loader` says otherwise), take `--subset`, split
-    off `--val-split` of the training images.
-    Returns (train, validation, test, how validation is done)."""
-    (x_train, y_train), (x_test, y_test) = (loader or load_data.load_data)(args.data_dir)
+def prepare_data(args):
+    """Load `--dataset` (images always (N, height, width, channels)), take
+    `--subset`, split off `--val-split` of the training images. Returns
+    (train, validation, test, how validation is done, class names)."""
+    (x_train, y_train), (x_test, y_test), class_names = load_data.load(args.dataset, args.data_dir)
     if args.subset:
         x_train, y_train = x_train[:args.subset], y_train[:args.subset]
     val_split = getattr(args, "val_split", 0.0)
@@ -239,7 +240,7 @@ def prepare_data(args, loader=None):
     else:
         val = (x_test, y_test)
         how = "test set (as the seed does)"
-    return (x_train, y_train), val, (x_test, y_test), how
+    return (x_train, y_train), val, (x_test, y_test), how, tuple(class_names)
 
 
 def one_hot(y, num_classes):
@@ -457,33 +458,6 @@ def plot_history(csv_path, png_path, title):
     return png_path
 
 
-def device_description():
-    """The accelerator (or CPU) the backend computes on, for the summary."""
-    backend = keras.backend.backend()
-    try:
-        if backend == "torch":
-            import torch
-            return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-        devices = keras.distribution.list_devices()
-        if backend == "jax":
-            import jax
-            devices = [d.device_kind for d in jax.devices()]
-        return ", ".join(devices)
-    except Exception as e:  # the summary must never fail the run
-        return f"unknown ({e})"
-
-
-def machine_description():
-    """The host: CPU model and core count (the accelerator is `device`)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
-
-
 def library_versions():
     versions = {"python": platform.python_version(), "keras": keras.__version__, "numpy": np.__version__}
     backend = keras.backend.backend()
@@ -497,13 +471,14 @@ def library_versions():
 # The training run
 # --------------------------------------------------------------------------
 
-def train(model, args, data, *, name, class_names, batch_size, epochs, schedule=None,
+def train(model, args, data, *, name, batch_size, epochs, schedule=None,
           best_template=None, final_name=None, history_name=None, plateau=None,
-          validation_note="", dataset="cifar10"):
+          validation_note=""):
     """Fit a compiled model and write everything a run produces into
-    `args.output_dir`. `data` is prepare_data()'s (train, val, test, how).
+    `args.output_dir`. `data` is prepare_data()'s (train, val, test, how,
+    class names); `name` starts the file names (the data set, then the model).
     Returns the summary dict (also written as JSON)."""
-    (x_train, y_train), (x_val, y_val), (x_test, y_test), how = data
+    (x_train, y_train), (x_val, y_val), (x_test, y_test), how, class_names = data
     num_classes = len(class_names)
     out = args.output_dir
     multi_worker = getattr(args, "multi_worker", None)
@@ -523,7 +498,7 @@ def train(model, args, data, *, name, class_names, batch_size, epochs, schedule=
         "backup": os.path.join(out, f".{name}_resume"),
     }
 
-    run = {"script": os.path.basename(sys.argv[0]), "dataset": dataset, "model": name,
+    run = {"script": os.path.basename(sys.argv[0]), "dataset": args.dataset, "model": name,
            "hyperparameters": {k: v for k, v in sorted(vars(args).items()) if k != "multi_worker"}}
     best_so_far = _start_or_resume(args, paths, name, epochs, run["hyperparameters"])
 
@@ -588,8 +563,8 @@ def train(model, args, data, *, name, class_names, batch_size, epochs, schedule=
         "train_images": int(len(x_train)),
         "validation": how + (f"; {validation_note}" if validation_note else ""),
         "backend": keras.backend.backend(),
-        "device": device_description(),
-        "machine": machine_description(),
+        "device": hardware.device_description(),
+        "machine": hardware.machine_description(),
         "versions": library_versions(),
         "seed": args.seed,
         "hyperparameters": run["hyperparameters"],

@@ -36,6 +36,7 @@ import training
 
 # Hyperparameters (each can be overridden on the command line: --epochs 5).
 CONFIG = "E"  # A (VGG11), B (VGG13), C (VGG16 with 1x1), D (VGG16), E (VGG19)
+DATASET = "cifar10"  # cifar10, cifar100 (fine labels), cifar100_coarse or fashion_mnist
 EPOCHS = 200  # passes over the training images
 BATCH_SIZE = 128  # images per gradient step
 LEARNING_RATE = 0.01  # SGD's learning rate at the start
@@ -75,6 +76,9 @@ def build_model(config=CONFIG, augment=None, channel_mean=CHANNEL_MEAN, weight_d
     """An uncompiled VGG with batch norm, taking raw pixels."""
     if config not in CONFIGS:
         raise cli.UsageError(f"unknown config {config!r}; choose one of {', '.join(CONFIGS)}")
+    if min(input_shape[:2]) < 32:  # five 2x2 max-pools
+        raise cli.UsageError(f"VGG needs images of at least 32x32 (five 2x2 max-pools), got "
+                             f"{input_shape[0]}x{input_shape[1]}")
     inputs = keras.Input(input_shape, name="image")
     x = training.preprocess(inputs, training.channel_mean(channel_mean),
                             training.augmentation(**(augment or {})))
@@ -194,7 +198,8 @@ def print_memory_estimate(model, batch_size):
 # --------------------------------------------------------------------------
 
 def main(argv=None):
-    args = cli.parse_args(__file__, __doc__.splitlines()[0], argv, choices={"CONFIG": tuple(CONFIGS)},
+    args = cli.parse_args(__file__, __doc__.splitlines()[0], argv,
+                          choices={"CONFIG": tuple(CONFIGS), "DATASET": load_data.DATASETS},
                                extra=lambda p: p.add_argument(
                                    "--estimate-memory", action="store_true",
                                    help="print the GPU memory estimate for CONFIG and BATCH_SIZE and exit"))
@@ -202,7 +207,9 @@ def main(argv=None):
     augment = dict(width_shift_range=args.shift, height_shift_range=args.shift,
                    horizontal_flip=args.horizontal_flip, fill_mode=args.fill_mode, cval=args.cval)
     with scope:
-        model = build_model(args.config, augment, args.channel_mean, args.weight_decay, args.dropout,
+        shape, classes = load_data.SHAPES[args.dataset]
+        mean = args.channel_mean if shape[-1] == 3 else [float(np.mean(args.channel_mean))]  # grayscale
+        model = build_model(args.config, augment, mean, args.weight_decay, args.dropout, shape, classes,
                             bn_momentum=args.bn_momentum)
     if args.estimate_memory:
         print_memory_estimate(model, args.batch_size)
@@ -226,7 +233,7 @@ def main(argv=None):
 
     # Training and evaluation
     schedule = schedules.step_schedule(args.learning_rate, args.lr_steps)
-    training.train(model, args, data, name=f"cifar10_{model.name}", class_names=load_data.CIFAR10_CLASSES,
+    training.train(model, args, data, name=f"{args.dataset}_{model.name}",
                    batch_size=args.batch_size, epochs=args.epochs, schedule=schedule,
                    validation_note=f"initialisation: {init}")
     return 0

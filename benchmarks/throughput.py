@@ -284,18 +284,14 @@ def worker(args):
 # --------------------------------------------------------------------------
 
 def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    sys.path.insert(0, ROOT)
+    import hardware
     gpus = ""
     if importlib.util.find_spec("torch"):
         import torch
         if torch.cuda.is_available():
             gpus = ", GPU: " + torch.cuda.get_device_name(0)
-    return f"{cpu}, {os.cpu_count()} cores{gpus}; Python {platform.python_version()}"
+    return f"{hardware.machine_description()}{gpus}; Python {platform.python_version()}"
 
 
 def versions():

@@ -35,9 +35,9 @@ def test_one_epoch_end_to_end_with_the_seed_file_names(tmp_path, monkeypatch):
     out = tmp_path / "out"
     A.main(["--epochs", "1", "--input-dropout", "0.2", "--weight-decay", "1e-3", "--verbose", "0",
             "--output-dir", str(out)])
-    for name in ("history.csv", "keras_allconv.h5", "allconv_summary.json", "allconv_history.png"):
+    for name in ("history.csv", "keras_allconv.h5", "cifar10_allconv_summary.json", "cifar10_allconv_history.png"):
         assert (out / name).is_file(), name
-    summary = json.loads((out / "allconv_summary.json").read_text())
+    summary = json.loads((out / "cifar10_allconv_summary.json").read_text())
     assert summary["parameters"] == 1_369_738
     assert summary["hyperparameters"]["learning_rate"] == 0.01
 

@@ -55,10 +55,8 @@ def no_data(monkeypatch):
     """Reading any data is a failure: the values must be refused before."""
     def refuse(*a, **k):
         raise AssertionError("data was read before the values were checked")
-    monkeypatch.setattr(load_data, "load_data", refuse)
-    monkeypatch.setattr(load_data, "load_fashion_mnist", refuse)
-    monkeypatch.setitem(resnet18_fashion_mnist.DATASETS, "fashion_mnist",
-                        (refuse,) + resnet18_fashion_mnist.DATASETS["fashion_mnist"][1:])
+    for reader in ("load", "load_data", "load_fashion_mnist", "load_cifar100"):
+        monkeypatch.setattr(load_data, reader, refuse)
 
 
 @pytest.mark.parametrize("script,flags,named", CASES, ids=[f"{s}:{' '.join(f)}" for s, f, _ in CASES])

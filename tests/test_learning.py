@@ -37,8 +37,7 @@ def short_test_set(monkeypatch, real_data):
             return train, (x_test[:TEST_IMAGES], y_test[:TEST_IMAGES])
         return load
     monkeypatch.setattr(load_data, "load_data", shorten(load_data.load_data))
-    loader, shape, names = resnet18_fashion_mnist.DATASETS["fashion_mnist"]
-    monkeypatch.setitem(resnet18_fashion_mnist.DATASETS, "fashion_mnist", (shorten(loader), shape, names))
+    monkeypatch.setattr(load_data, "load_fashion_mnist", shorten(load_data.load_fashion_mnist))
     return real_data
 
 
@@ -57,7 +56,7 @@ CHECKS = [  # (id, script module, its flags, summary file, test-accuracy floor)
      "cifar10_ResNet20v1_summary.json", 0.25),
     ("vgg19", vgg19_cifar, ["--subset", "2000", "--epochs", "2", "--batch-size", "16"],
      "cifar10_VGG19_summary.json", 0.18),
-    ("allconv", allconv_cifar, ["--subset", "4000", "--epochs", "2"], "allconv_summary.json", 0.17),
+    ("allconv", allconv_cifar, ["--subset", "4000", "--epochs", "2"], "cifar10_allconv_summary.json", 0.17),
     ("resnet18_fashion_mnist", resnet18_fashion_mnist, ["--subset", "3000", "--epochs", "1", "--batch-size", "32"],
      "fashion_mnist_resnet18_summary.json", 0.50),
 ]

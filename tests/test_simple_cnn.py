@@ -205,7 +205,7 @@ def test_normalisation_statistics():
 
 def test_hyperparameters_come_from_the_top_block():
     names = [name for name, _, _ in cli.hyperparameters(simple_cnn.__file__)]
-    assert names[:3] == ["MODEL", "EPOCHS", "BATCH_SIZE"]
+    assert names[:4] == ["MODEL", "DATASET", "EPOCHS", "BATCH_SIZE"]
     args = cli.parse_args(simple_cnn.__file__, "x", ["--epochs", "5", "--no-horizontal-flip"])
     assert args.epochs == 5 and args.horizontal_flip is False and args.batch_size == simple_cnn.BATCH_SIZE
 

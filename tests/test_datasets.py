@@ -1,0 +1,75 @@
+"""--dataset: every script on CIFAR-10, CIFAR-100 (fine or coarse) or
+Fashion-MNIST, with the classes and image shape of the data set."""
+
+import json
+
+import numpy as np
+import pytest
+
+import allconv_cifar
+import load_data
+import predict
+import resnet18_fashion_mnist
+import resnet_cifar
+import simple_cnn
+import training
+import vgg19_cifar
+from helpers import synthetic_cifar
+
+
+@pytest.fixture
+def small_sets(monkeypatch):
+    """Synthetic stand-ins for the readers: Fashion-MNIST (28x28, no channel
+    axis, as its reader returns it) and CIFAR-100 with 100 or 20 classes."""
+    (x, y), (xt, yt) = synthetic_cifar(64, 32, size=28, channels=1)
+    monkeypatch.setattr(load_data, "load_fashion_mnist",
+                        lambda data_dir=None: ((x[..., 0], y.ravel()), (xt[..., 0], yt.ravel())))
+
+    def cifar100(data_dir=None, label_mode="fine"):
+        (a, b), (c, d) = synthetic_cifar(64, 32)
+        classes = 100 if label_mode == "fine" else 20
+        return (a, (b * 7) % classes), (c, (d * 7) % classes)
+    monkeypatch.setattr(load_data, "load_cifar100", cifar100)
+    monkeypatch.setattr(load_data, "load_cifar100_class_names",
+                        lambda data_dir=None, label_mode="fine": tuple(
+                            f"{label_mode}_{i}" for i in range(100 if label_mode == "fine" else 20)))
+
+
+@pytest.mark.parametrize("module,flags,dataset,name", [
+    (simple_cnn, ["--model", "simple"], "fashion_mnist", "fashion_mnist_simple"),
+    (simple_cnn, ["--model", "deep_aug"], "cifar100", "cifar100_deep_aug"),
+    (resnet_cifar, ["--depth", "8", "--recipe", "fast", "--fast-epochs", "1"], "cifar100_coarse",
+     "cifar100_coarse_ResNet8v1"),
+    (allconv_cifar, [], "fashion_mnist", "fashion_mnist_allconv"),
+    (vgg19_cifar, ["--config", "A"], "cifar100", "cifar100_VGG11"),
+    (resnet18_fashion_mnist, ["--resize", "32"], "cifar100_coarse", "cifar100_coarse_resnet18"),
+], ids=["simple-fmnist", "deep_aug-c100", "resnet-c100coarse", "allconv-fmnist", "vgg-c100", "resnet18-c100coarse"])
+def test_each_script_trains_on_the_data_set_it_is_given(module, flags, dataset, name, small_sets, tmp_path):
+    out = tmp_path / "out"
+    module.main(flags + ["--dataset", dataset, "--epochs", "1", "--batch-size", "32", "--verbose", "0",
+                         "--output-dir", str(out)])
+    summary = json.loads((out / f"{name}_summary.json").read_text())
+    shape, classes = load_data.SHAPES[dataset]
+    final = summary["files"]["final"]
+    names, run = training.read_run(final)
+    assert len(names) == classes and run["dataset"] == dataset
+    model, shown = predict.load_checkpoint(final)
+    assert tuple(model.inputs[0].shape[1:]) == shape and model.outputs[0].shape[-1] == classes
+    assert shown == names and predict.dataset_of(final, model) == dataset
+
+
+def test_vgg_refuses_images_smaller_than_its_pools(small_sets, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        import cli
+        cli.run(lambda: vgg19_cifar.main(["--dataset", "fashion_mnist", "--output-dir", str(tmp_path)]))
+    assert exit_.value.code == 1
+    assert "VGG needs images of at least 32x32" in capsys.readouterr().err
+
+
+def test_load_gives_every_set_a_channel_axis_and_its_names(small_sets):
+    (x, y), (xt, yt), names = load_data.load("fashion_mnist")
+    assert x.shape[1:] == (28, 28, 1) and y.shape == (64, 1) and names == load_data.FASHION_MNIST_CLASSES
+    (x, y), _, names = load_data.load("cifar100_coarse")
+    assert x.shape[1:] == (32, 32, 3) and len(names) == 20 and np.max(y) < 20
+    with pytest.raises(load_data.DataError, match="unknown data set 'svhn'"):
+        load_data.load("svhn")
