@@ -38,7 +38,7 @@ import schedules
 import training
 
 # Hyperparameters (each can be overridden on the command line: --epochs 5).
-DATASET = "cifar10"  # cifar10, cifar100 (fine labels), cifar100_coarse or fashion_mnist
+DATASET = "cifar10"  # cifar10, cifar100 (fine labels), cifar100_coarse, fashion_mnist or a folder of images
 EPOCHS = 350  # passes over the training images (the seed reports over 90% after 350)
 BATCH_SIZE = 32  # images per gradient step (per device with --devices)
 LEARNING_RATE = 0.01  # SGD's learning rate at the start (0.05 and up stay at chance)
@@ -107,9 +107,9 @@ def main(argv=None):
 
     # Training and evaluation
     schedule = schedules.step_schedule(args.learning_rate, args.lr_steps)
-    training.train(model, args, data, name=f"{args.dataset}_allconv",
+    training.train(model, args, data, name=training.run_name(args, "allconv"),
                    batch_size=args.batch_size, epochs=args.epochs, schedule=schedule,
-                   best_template=f"{args.dataset}_allconv_best.h5", final_name=args.final_file,
+                   best_template=training.run_name(args, "allconv_best.h5"), final_name=args.final_file,
                    history_name=args.history_file)
     return 0
 

@@ -144,7 +144,7 @@ def parse_args(script_path, description, argv=None, choices=None, extra=None):
             kwargs["metavar"] = "N" if isinstance(value, int) else "X"
         elif isinstance(value, (list, tuple, dict)) or value is None:
             kwargs["type"] = _parse_literal
-        if name in choices:
+        if name in choices and name != "DATASET":  # DATASET may also be a folder: checked below
             kwargs["choices"] = choices[name]
         group.add_argument(flag, **kwargs)
         names.append((name, flag))
@@ -165,6 +165,10 @@ def parse_args(script_path, description, argv=None, choices=None, extra=None):
     common.add_argument("--mixed-precision", action="store_true",
                         help="compute in float16 on GPUs, bfloat16 elsewhere; weights and the "
                              "output layer stay float32")
+    common.add_argument("--image-size", type=int, default=32, metavar="N",
+                        help="--dataset FOLDER: images are resized to N x N")
+    common.add_argument("--color", choices=("rgb", "grayscale"), default="rgb",
+                        help="--dataset FOLDER: read the images in colour or grayscale")
     common.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
                         help="Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
     if extra:
@@ -174,6 +178,11 @@ def parse_args(script_path, description, argv=None, choices=None, extra=None):
         expected = check_value(name, getattr(args, name.lower()))
         if expected:
             parser.error(f"{flag} must be {expected}, got {getattr(args, name.lower())!r}")
+    dataset = getattr(args, "dataset", None)
+    if dataset is not None and dataset not in load_data.DATASETS and not os.path.isdir(dataset):
+        parser.error(f"--dataset {dataset}: neither one of {', '.join(load_data.DATASETS)} nor a folder of images")
+    if args.image_size < 8:
+        parser.error(f"--image-size must be 8 or more, got {args.image_size}")
     if args.resume and args.fresh:
         parser.error("--resume continues a run and --fresh deletes it: give one of them")
     if args.subset < 0:

@@ -514,10 +514,13 @@ SHAPES = {  # data set: (image shape, number of classes)
 DATASETS = tuple(SHAPES)
 
 
-def load(name, data_dir=None):
-    """A data set by name, the same way for all: `(x_train, y_train),
-    (x_test, y_test), class names`, images always (N, height, width,
-    channels) uint8 (Fashion-MNIST gets its channel axis), labels (N, 1)."""
+def load(name, data_dir=None, image_size=32, color="rgb"):
+    """A data set by name, or a folder of images (see `load_folder`), the
+    same way for all: `(x_train, y_train), (x_test, y_test), class names`,
+    images always (N, height, width, channels) uint8 (Fashion-MNIST gets its
+    channel axis), labels (N, 1)."""
+    if name not in DATASETS and os.path.isdir(name):
+        return load_folder(name, image_size, color)
     if name == "cifar10":
         return (*load_data(data_dir), CIFAR10_CLASSES)
     if name in ("cifar100", "cifar100_coarse"):
@@ -526,7 +529,109 @@ def load(name, data_dir=None):
     if name == "fashion_mnist":
         (x, y), (xt, yt) = load_fashion_mnist(data_dir)
         return (x[..., None], y.reshape(-1, 1)), (xt[..., None], yt.reshape(-1, 1)), FASHION_MNIST_CLASSES
-    raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}, or a folder of images")
+
+
+def shape_of(name, image_size=32, color="rgb"):
+    """(image shape, number of classes) of a data set or a folder, without reading its images."""
+    if name in SHAPES:
+        return SHAPES[name]
+    classes, _ = _class_folders(_folder_layout(name)[0])
+    return (image_size, image_size, 3 if color == "rgb" else 1), len(classes)
+
+
+def label(name):
+    """What files of a run on `name` are named after: the data set, or the folder's name."""
+    return name if name in SHAPES else os.path.basename(os.path.normpath(name))
+
+
+# --------------------------------------------------------------------------
+# A folder of images: one subfolder per class (or train/ and test/, each so)
+# --------------------------------------------------------------------------
+
+def _folder_layout(root):
+    """(folder of the training classes, folder of the test classes or None)."""
+    if os.path.isdir(os.path.join(root, "train")):
+        test = os.path.join(root, "test")
+        return os.path.join(root, "train"), (test if os.path.isdir(test) else None)
+    return root, None
+
+
+def _class_folders(root):
+    """Sorted class names and {class: sorted files} of a folder with one
+    subfolder per class; an empty class or fewer than two is an error."""
+    classes = sorted(d for d in os.listdir(root) if not d.startswith(".") and os.path.isdir(os.path.join(root, d)))
+    if len(classes) < 2:
+        raise DataError(f"{root}: {len(classes)} class folder(s); a data set folder needs one subfolder per "
+                        f"class, at least two (or train/ and test/, each so)")
+    files = {}
+    for name in classes:
+        folder = os.path.join(root, name)
+        files[name] = sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                             if not f.startswith(".") and os.path.isfile(os.path.join(folder, f)))
+        if not files[name]:
+            raise DataError(f"{folder}: empty class folder; put its images there or remove it")
+    return classes, files
+
+
+def read_image_file(path, size, channels):
+    """One image file of any format OpenCV reads, as uint8 (size, size,
+    channels), RGB when colour, resized with area interpolation."""
+    import cv2
+    image = cv2.imread(path, cv2.IMREAD_COLOR if channels == 3 else cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise DataError(f"{path}: not an image OpenCV can read; remove it from the folder")
+    if channels == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.shape[:2] != (size, size):
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return image.reshape(size, size, channels)
+
+
+def _read_all(files, labels, size, channels):
+    x = np.empty((len(files), size, size, channels), np.uint8)
+    for i, path in enumerate(files):
+        x[i] = read_image_file(path, size, channels)
+    return x, np.asarray(labels, np.uint8).reshape(-1, 1)
+
+
+def load_folder(root, image_size=32, color="rgb", test_fraction=0.2, seed=0):
+    """A folder of images as `(x_train, y_train), (x_test, y_test), class
+    names`: `root/<class>/*` (then `test_fraction` of each class, chosen with
+    `seed`, is held out as the test set) or `root/train/<class>/*` and
+    `root/test/<class>/*`. Images are read into memory and resized to
+    `image_size` squares, RGB or grayscale (`color`)."""
+    if color not in ("rgb", "grayscale"):
+        raise DataError(f"color must be rgb or grayscale, got {color!r}")
+    channels = 3 if color == "rgb" else 1
+    train_root, test_root = _folder_layout(root)
+    classes, train_files = _class_folders(train_root)
+    if test_root:
+        test_classes, test_files = _class_folders(test_root)
+        if test_classes != classes:
+            missing = sorted(set(classes) ^ set(test_classes))
+            raise DataError(f"{test_root}: its classes differ from {train_root}'s ({', '.join(missing)} in one "
+                            f"only); give both the same class folders")
+    else:
+        rng = np.random.default_rng(seed)
+        test_files = {}
+        for name in classes:
+            files = list(train_files[name])
+            n_test = int(round(len(files) * test_fraction))
+            if n_test < 1 or n_test >= len(files):
+                raise DataError(f"{os.path.join(train_root, name)}: {len(files)} image(s) cannot give both a "
+                                f"training and a held-out test share; add images or a test/ folder")
+            order = rng.permutation(len(files))
+            test_files[name] = [files[i] for i in sorted(order[:n_test])]
+            train_files[name] = [files[i] for i in sorted(order[n_test:])]
+
+    def split(files):
+        paths = [p for name in classes for p in files[name]]
+        labels = [i for i, name in enumerate(classes) for _ in files[name]]
+        return _read_all(paths, labels, image_size, channels)
+    x, y = split(train_files)
+    order = np.random.default_rng(seed).permutation(len(x))  # classes mixed, for --subset and --val-split
+    return (x[order], y[order]), split(test_files), tuple(classes)
 
 
 # --------------------------------------------------------------------------

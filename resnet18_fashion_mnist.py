@@ -31,7 +31,7 @@ import load_data
 import training
 
 # Hyperparameters (each can be overridden on the command line: --epochs 5).
-DATASET = "fashion_mnist"  # fashion_mnist, cifar10, cifar100 (fine labels) or cifar100_coarse
+DATASET = "fashion_mnist"  # fashion_mnist, cifar10, cifar100 (fine labels), cifar100_coarse or a folder
 STEM = "imagenet"  # imagenet (7x7/2 conv + max-pool, the seed's) or cifar (3x3/1 conv, no pool)
 RESIZE = 96  # imagenet stem: images are resized to RESIZE x RESIZE inside the model (0: keep)
 EPOCHS = 5  # passes over the training images
@@ -101,7 +101,7 @@ def main(argv=None):
     model.summary()
 
     # Training and evaluation
-    name = f"{args.dataset}_resnet18" + ("_cifarstem" if args.stem == "cifar" else "")
+    name = training.run_name(args, "resnet18" + ("_cifarstem" if args.stem == "cifar" else ""))
     training.train(model, args, data, name=name, batch_size=args.batch_size, epochs=args.epochs)
     return 0
 

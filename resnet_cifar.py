@@ -29,7 +29,7 @@ import schedules
 import training
 
 # Hyperparameters (each can be overridden on the command line: --epochs 5).
-DATASET = "cifar10"  # cifar10, cifar100 (fine labels), cifar100_coarse or fashion_mnist
+DATASET = "cifar10"  # cifar10, cifar100 (fine labels), cifar100_coarse, fashion_mnist or a folder of images
 VERSION = 1  # ResNet version: 1 (depth 6n+2) or 2 (depth 9n+2)
 N = 3  # residual blocks per stage: depth 20 for v1 (n=3), 29 for v2 (n=3)
 RECIPE = "seed"  # seed (the Keras example's schedule) or fast (ours, far fewer epochs)
@@ -209,7 +209,7 @@ def main(argv=None):
     model.summary()
 
     # Training and evaluation
-    name = f"{args.dataset}_{model.name}"
+    name = training.run_name(args, model.name)
     training.train(model, args, data, name=name,
                    batch_size=r["batch_size"], epochs=r["epochs"], schedule=r["schedule"],
                    plateau=r["plateau"],

@@ -26,7 +26,7 @@ import training
 
 # Hyperparameters (each can be overridden on the command line: --epochs 5).
 MODEL = "deep"  # simple | deep | deep_aug
-DATASET = "cifar10"  # cifar10, cifar100 (fine labels), cifar100_coarse or fashion_mnist
+DATASET = "cifar10"  # cifar10, cifar100 (fine labels), cifar100_coarse, fashion_mnist or a folder of images
 EPOCHS = 20  # passes over the training images
 BATCH_SIZE = 32  # images per gradient step
 LEARNING_RATE = 1e-3  # Adam's learning rate at the start
@@ -96,7 +96,7 @@ def main(argv=None):
 
     # Training and evaluation
     schedule = schedules.step_schedule(args.learning_rate, [(args.lr_drop_epoch, args.lr_drop_factor)])
-    training.train(model, args, data, name=f"{args.dataset}_{model.name}",
+    training.train(model, args, data, name=training.run_name(args, model.name),
                    batch_size=args.batch_size, epochs=args.epochs, schedule=schedule)
     return 0
 

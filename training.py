@@ -226,7 +226,8 @@ def prepare_data(args):
     """Load `--dataset` (images always (N, height, width, channels)), take
     `--subset`, split off `--val-split` of the training images. Returns
     (train, validation, test, how validation is done, class names)."""
-    (x_train, y_train), (x_test, y_test), class_names = load_data.load(args.dataset, args.data_dir)
+    (x_train, y_train), (x_test, y_test), class_names = load_data.load(
+        args.dataset, args.data_dir, args.image_size, args.color)
     if args.subset:
         x_train, y_train = x_train[:args.subset], y_train[:args.subset]
     val_split = getattr(args, "val_split", 0.0)
@@ -241,6 +242,11 @@ def prepare_data(args):
         val = (x_test, y_test)
         how = "test set (as the seed does)"
     return (x_train, y_train), val, (x_test, y_test), how, tuple(class_names)
+
+
+def run_name(args, model_name):
+    """What a run's files are named after: its data set (or folder), then its model."""
+    return f"{load_data.label(args.dataset)}_{model_name}"
 
 
 def one_hot(y, num_classes):

@@ -36,7 +36,7 @@ import training
 
 # Hyperparameters (each can be overridden on the command line: --epochs 5).
 CONFIG = "E"  # A (VGG11), B (VGG13), C (VGG16 with 1x1), D (VGG16), E (VGG19)
-DATASET = "cifar10"  # cifar10, cifar100 (fine labels), cifar100_coarse or fashion_mnist
+DATASET = "cifar10"  # cifar10, cifar100 (fine labels), cifar100_coarse, fashion_mnist or a folder of images
 EPOCHS = 200  # passes over the training images
 BATCH_SIZE = 128  # images per gradient step
 LEARNING_RATE = 0.01  # SGD's learning rate at the start
@@ -207,7 +207,7 @@ def main(argv=None):
     augment = dict(width_shift_range=args.shift, height_shift_range=args.shift,
                    horizontal_flip=args.horizontal_flip, fill_mode=args.fill_mode, cval=args.cval)
     with scope:
-        shape, classes = load_data.SHAPES[args.dataset]
+        shape, classes = load_data.shape_of(args.dataset, args.image_size, args.color)
         mean = args.channel_mean if shape[-1] == 3 else [float(np.mean(args.channel_mean))]  # grayscale
         model = build_model(args.config, augment, mean, args.weight_decay, args.dropout, shape, classes,
                             bn_momentum=args.bn_momentum)
@@ -233,7 +233,7 @@ def main(argv=None):
 
     # Training and evaluation
     schedule = schedules.step_schedule(args.learning_rate, args.lr_steps)
-    training.train(model, args, data, name=f"{args.dataset}_{model.name}",
+    training.train(model, args, data, name=training.run_name(args, model.name),
                    batch_size=args.batch_size, epochs=args.epochs, schedule=schedule,
                    validation_note=f"initialisation: {init}")
     return 0
