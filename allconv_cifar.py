@@ -33,7 +33,6 @@ import keras
 from keras import layers
 
 import cli
-import load_data
 import schedules
 import training
 
@@ -87,7 +86,7 @@ def build_model(augment=None, input_dropout=INPUT_DROPOUT, dropout=DROPOUT, weig
 
 
 def main(argv=None):
-    args = cli.parse_args(__file__, __doc__.splitlines()[0], argv, choices={"DATASET": load_data.DATASETS})
+    args = cli.parse_args(__file__, __doc__.splitlines()[0], argv)
     scope = training.setup(args)
 
     # Data

@@ -101,9 +101,11 @@ def check_value(name, value):
 def _check_folders(args):
     """An explicit --data-dir must exist; the output folder must be creatable
     and writable. Nothing is left behind by the check."""
-    if args.data_dir is not None and not os.path.isdir(args.data_dir):
-        raise UsageError(f"--data-dir {args.data_dir}: no such folder (leave it out to use $CIFAR_DATA_DIR "
-                         f"or ~/.keras/datasets)")
+    if args.data_dir is not None:
+        try:
+            load_data.search_dirs(args.data_dir)  # the reader's own check: the folder must exist
+        except load_data.DataError as e:
+            raise UsageError(f"--data-dir {e}") from None
     folder = os.path.abspath(args.output_dir)
     existing = folder
     while not os.path.exists(existing):
@@ -144,7 +146,7 @@ def parse_args(script_path, description, argv=None, choices=None, extra=None):
             kwargs["metavar"] = "N" if isinstance(value, int) else "X"
         elif isinstance(value, (list, tuple, dict)) or value is None:
             kwargs["type"] = _parse_literal
-        if name in choices and name != "DATASET":  # DATASET may also be a folder: checked below
+        if name in choices:
             kwargs["choices"] = choices[name]
         group.add_argument(flag, **kwargs)
         names.append((name, flag))

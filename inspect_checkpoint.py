@@ -120,7 +120,7 @@ def inspect(path, data_dir=None, output_dir=None, mistakes=32):
     """Everything the command prints and writes for one checkpoint, as a dict."""
     model, names = predict.load_checkpoint(path)
     _, run = training.read_run(path)
-    dataset = predict.dataset_of(path, model)
+    dataset = predict.dataset_of(run, model)
     _, (x_test, y_test), _ = load_data.load(dataset, data_dir)
     x = x_test.reshape((-1,) + tuple(model.inputs[0].shape[1:]))
     probabilities, report = evaluate(model, x, y_test)
@@ -179,7 +179,7 @@ def export(model, folder, x):
     """A TensorFlow SavedModel for serving (Keras's own model.export); returns
     the largest difference between its predictions and the model's on `x`."""
     model.export(folder, format="tf_saved_model", verbose=False)
-    import tensorflow as tf
+    import tensorflow as tf  # a SavedModel is TensorFlow's own format: reloading it needs TensorFlow
     served = tf.saved_model.load(folder)
     out = served.serve(tf.constant(x.astype("float32")))
     return float(np.abs(np.asarray(out) - model.predict(x, verbose=0)).max())

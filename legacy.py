@@ -11,7 +11,6 @@ which rebuilds the normalisation from Keras's own layers (as new checkpoints
 are built) and keeps the class names.
 """
 
-import json
 import sys
 
 import numpy as np
@@ -41,7 +40,6 @@ class Standardize(layers.Layer):
 def convert(old_path, new_path):
     """Rewrite a checkpoint with Keras's own normalisation layers in place of
     Standardize; the same weights and class names."""
-    import h5py
     import training
     model = keras.models.load_model(old_path, compile=False)
 
@@ -51,8 +49,7 @@ def convert(old_path, new_path):
         return layer.__class__.from_config(layer.get_config())
     new = keras.models.clone_model(model, clone_function=replace)
     new.set_weights(model.get_weights())
-    with h5py.File(old_path, "r") as f:
-        names = json.loads(f.attrs["class_names"]) if "class_names" in f.attrs else None
+    names, _ = training.read_run(old_path)
     training.save_h5(new, new_path, names or [str(i) for i in range(new.outputs[0].shape[-1])])
     return new
 

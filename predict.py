@@ -12,7 +12,6 @@ and the others are still classified; the exit status is then 1.
 
 import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
 import argparse
-import json
 import os
 import sys
 
@@ -20,11 +19,11 @@ import numpy as np
 
 import legacy  # noqa: F401 (opens checkpoints written before the collection used Keras's own layers)
 import load_data
+import training
 
 
 def load_checkpoint(path):
     """(model, class names). Raises ValueError with a one-line reason."""
-    import h5py
     import keras
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such checkpoint")
@@ -36,13 +35,10 @@ def load_checkpoint(path):
     shape = model.inputs[0].shape if model.inputs else None
     if shape is None or len(shape) != 4 or shape[-1] not in (1, 3):
         raise ValueError(f"{path}: the model does not take images (input shape {shape})")
-    names = None
     try:
-        with h5py.File(path, "r") as f:
-            if "class_names" in f.attrs:
-                names = json.loads(f.attrs["class_names"])
+        names, _ = training.read_run(path)
     except (OSError, ValueError):
-        pass
+        names = None
     n_out = model.outputs[0].shape[-1]
     if not names or len(names) != n_out:
         default = load_data.FASHION_MNIST_CLASSES if shape[-1] == 1 else load_data.CIFAR10_CLASSES
@@ -50,16 +46,11 @@ def load_checkpoint(path):
     return model, names
 
 
-def dataset_of(path, model):
-    """The data set a checkpoint was trained on, as stored in it; for older
-    checkpoints, Fashion-MNIST for grayscale input and CIFAR-10 otherwise."""
-    import h5py
-    try:
-        with h5py.File(path, "r") as f:
-            run = json.loads(f.attrs["run"]) if "run" in f.attrs else {}
-    except (OSError, ValueError):
-        run = {}
-    if run.get("dataset") in load_data.DATASETS:
+def dataset_of(run, model):
+    """The data set a checkpoint was trained on, from its stored run
+    (`training.read_run`); for older checkpoints (no run), Fashion-MNIST for
+    grayscale input and CIFAR-10 otherwise."""
+    if run and run.get("dataset") in load_data.DATASETS:
         return run["dataset"]
     return "fashion_mnist" if model.inputs[0].shape[-1] == 1 else "cifar10"
 
@@ -131,7 +122,8 @@ def main(argv=None):
             failed += 1
     if args.test_index:
         try:
-            _, (x_test, y_test), _ = load_data.load(dataset_of(args.checkpoint, model), args.data_dir)
+            dataset = dataset_of(training.read_run(args.checkpoint)[1], model)
+            _, (x_test, y_test), _ = load_data.load(dataset, args.data_dir)
         except load_data.DataError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

@@ -27,7 +27,6 @@ import keras
 from keras import layers
 
 import cli
-import load_data
 import training
 
 # Hyperparameters (each can be overridden on the command line: --epochs 5).
@@ -85,7 +84,7 @@ def build_model(stem=STEM, input_shape=(28, 28, 1), resize=RESIZE, num_classes=1
 
 def main(argv=None):
     args = cli.parse_args(__file__, __doc__.splitlines()[0], argv,
-                          choices={"DATASET": load_data.DATASETS, "STEM": ("imagenet", "cifar")})
+                          choices={"STEM": ("imagenet", "cifar")})
     scope = training.setup(args)
 
     # Data

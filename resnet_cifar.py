@@ -27,7 +27,6 @@ import keras
 from keras import layers
 
 import cli
-import load_data
 import schedules
 import training
 
@@ -190,7 +189,7 @@ def recipe(args):
 
 def main(argv=None):
     args = cli.parse_args(__file__, __doc__.splitlines()[0], argv,
-                           choices={"VERSION": (1, 2), "RECIPE": ("seed", "fast"), "DATASET": load_data.DATASETS},
+                          choices={"VERSION": (1, 2), "RECIPE": ("seed", "fast")},
                                extra=lambda p: p.add_argument(
                                    "--depth", type=int, help="network depth (instead of N)"))
     scope = training.setup(args)

@@ -20,7 +20,6 @@ import keras
 from keras import layers
 
 import cli
-import load_data
 import schedules
 import training
 
@@ -78,8 +77,7 @@ def augmentation_knobs(args):
 
 
 def main(argv=None):
-    args = cli.parse_args(__file__, __doc__.splitlines()[0], argv,
-                          choices={"MODEL": MODELS, "DATASET": load_data.DATASETS})
+    args = cli.parse_args(__file__, __doc__.splitlines()[0], argv, choices={"MODEL": MODELS})
     scope = training.setup(args)
 
     # Data

@@ -273,8 +273,15 @@ def save_h5(model, path, class_names, run=None):
         absl.setLevel(level)
     with h5py.File(path, "a") as f:
         f.attrs["class_names"] = json.dumps(list(class_names))
-        if run is not None:
-            f.attrs["run"] = json.dumps(run, default=str)
+    if run is not None:
+        write_run(path, run)
+
+
+def write_run(path, run):
+    """Store (or replace) the run metadata of a checkpoint."""
+    import h5py
+    with h5py.File(path, "a") as f:
+        f.attrs["run"] = json.dumps(run, default=str)
 
 
 def read_run(path):
@@ -547,10 +554,9 @@ def train(model, args, data, *, name, batch_size, epochs, schedule=None,
         test_loss, test_acc = model.evaluate(x_test, test_targets, batch_size=max(batch_size, 256), verbose=0)
     else:
         test_loss, test_acc = multiworker.evaluate(model, x_test, test_targets)
-    import h5py
-    with h5py.File(paths["final"], "a") as f:  # the test figures join the final checkpoint's metadata
-        f.attrs["run"] = json.dumps(dict(final_run, metrics=dict(
-            final_run["metrics"], test_loss=float(test_loss), test_accuracy=float(test_acc))), default=str)
+    # The test figures join the final checkpoint's metadata.
+    write_run(paths["final"], dict(final_run, metrics=dict(final_run["metrics"], test_loss=float(test_loss),
+                                                           test_accuracy=float(test_acc))))
     plot_history(paths["history"], paths["plot"], f"{name}: test accuracy {test_acc:.4f}")
     summary = {
         "model": name,

@@ -199,7 +199,7 @@ def print_memory_estimate(model, batch_size):
 
 def main(argv=None):
     args = cli.parse_args(__file__, __doc__.splitlines()[0], argv,
-                          choices={"CONFIG": tuple(CONFIGS), "DATASET": load_data.DATASETS},
+                          choices={"CONFIG": tuple(CONFIGS)},
                                extra=lambda p: p.add_argument(
                                    "--estimate-memory", action="store_true",
                                    help="print the GPU memory estimate for CONFIG and BATCH_SIZE and exit"))

@@ -55,7 +55,7 @@ def test_each_script_trains_on_the_data_set_it_is_given(module, flags, dataset, 
     assert len(names) == classes and run["dataset"] == dataset
     model, shown = predict.load_checkpoint(final)
     assert tuple(model.inputs[0].shape[1:]) == shape and model.outputs[0].shape[-1] == classes
-    assert shown == names and predict.dataset_of(final, model) == dataset
+    assert shown == names and predict.dataset_of(run, model) == dataset
 
 
 def test_vgg_refuses_images_smaller_than_its_pools(small_sets, tmp_path, capsys):
