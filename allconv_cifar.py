@@ -61,7 +61,7 @@ def build_model(augment=None, input_dropout=INPUT_DROPOUT, dropout=DROPOUT, weig
                 input_shape=(32, 32, 3), num_classes=NUM_CLASSES, kernel_initializer=KERNEL_INITIALIZER):
     """An uncompiled All-CNN-C taking raw pixels."""
     inputs = keras.Input(input_shape, name="image")
-    x = training.preprocess(inputs, training.rescale(), training.augmentation(**(augment or {})))
+    x = training.preprocess(inputs, training.rescale(), augment)
     if input_dropout:
         x = layers.Dropout(input_dropout, name="input_dropout")(x)
 

@@ -61,7 +61,7 @@ def build_model(stem=STEM, input_shape=(28, 28, 1), resize=RESIZE, num_classes=1
     if stem not in ("imagenet", "cifar"):
         raise cli.UsageError(f"stem must be imagenet or cifar, got {stem!r}")
     inputs = keras.Input(input_shape, name="image")
-    x = training.preprocess(inputs, training.rescale(), training.augmentation(**(augment or {})))
+    x = training.preprocess(inputs, training.rescale(), augment)
     if stem == "imagenet":
         if resize:
             x = layers.Resizing(resize, resize, name="resize")(x)

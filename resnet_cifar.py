@@ -156,8 +156,7 @@ def build_model(version=VERSION, depth=None, normalization=None, augment=None,
         valid = ", ".join(str(step * k + 2) for k in range(1, 5))
         raise cli.UsageError(f"ResNet v{version} depth must be {step}n+2 ({valid}, ...), got {depth}")
     inputs = keras.Input(input_shape, name="image")
-    x = training.preprocess(inputs, normalization or training.rescale(),
-                            training.augmentation(**(augment or {})))
+    x = training.preprocess(inputs, normalization or training.rescale(), augment)
     body = resnet_v1 if version == 1 else resnet_v2
     outputs = body(x, depth, num_classes, weight_decay, bn_momentum)
     return keras.Model(inputs, outputs, name=f"ResNet{depth}v{version}")

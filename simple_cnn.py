@@ -51,7 +51,7 @@ def build_model(model=MODEL, augment=None, input_shape=(32, 32, 3), num_classes=
     if model not in MODELS:
         raise cli.UsageError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
     inputs = keras.Input(input_shape, name="image")
-    x = training.preprocess(inputs, training.rescale(), training.augmentation(**(augment or {})))
+    x = training.preprocess(inputs, training.rescale(), augment)
     if model == "simple":
         x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
         x = layers.MaxPooling2D(2)(x)

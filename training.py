@@ -5,9 +5,10 @@ gives it the rest, the same way for all of them:
 
 - `setup`: seeds, mixed precision and the devices (the command line itself
   is `cli.py`'s);
-- preprocessing inside the model (`standardize`, Keras's own layers) and ImageDataGenerator-style
-  augmentation with Keras preprocessing layers (`augmentation`), so a
-  checkpoint takes raw uint8 pixels and augments batched on the accelerator;
+- preprocessing inside the model (`standardize`, Keras's own layers) and
+  ImageDataGenerator-style augmentation (`preprocess`, with augment.py's
+  fused layer, left out of saved checkpoints), so a checkpoint takes raw
+  uint8 pixels and training augments batched on the accelerator;
 - `prepare_data`: the data set (`--dataset`), subset and validation split;
 - `train`: fit with schedule, resumption, best/final `.h5` checkpoints, CSV
   history, plot, TensorBoard logs and a JSON summary; then the test score.
@@ -27,6 +28,7 @@ import numpy as np
 import keras
 from keras import layers
 
+import augment
 import hardware
 import load_data
 import schedules
@@ -178,42 +180,12 @@ def channel_mean(mean, std=1.0):
     return standardize(np.asarray(mean, "float64"), std, name="subtract_channel_mean")
 
 
-def augmentation(rotation_range=0.0, width_shift_range=0.0, height_shift_range=0.0,
-                 zoom_range=0.0, horizontal_flip=False, vertical_flip=False,
-                 fill_mode="nearest", cval=0.0, seed=None):
-    """ImageDataGenerator's knobs, same names and meanings, as Keras
-    preprocessing layers that act only in training (identity at inference):
-
-    rotation_range: degrees, uniform in [-r, r];
-    width_shift_range / height_shift_range: fraction of width / height;
-    zoom_range: z, zoom factors uniform in [1 - z, 1 + z] per axis;
-    horizontal_flip / vertical_flip: random mirror left-right / top-bottom;
-    fill_mode: 'constant', 'nearest', 'reflect' or 'wrap'; cval: the constant.
-    Returns a list of layers (empty when nothing is on)."""
-    if fill_mode not in ("constant", "nearest", "reflect", "wrap"):
-        raise UsageError(f"fill_mode must be constant, nearest, reflect or wrap, got {fill_mode!r}")
-    fill = dict(fill_mode=fill_mode, fill_value=cval, seed=seed)
-    out = []
-    if horizontal_flip or vertical_flip:
-        mode = {(True, False): "horizontal", (False, True): "vertical",
-                (True, True): "horizontal_and_vertical"}[(bool(horizontal_flip), bool(vertical_flip))]
-        out.append(layers.RandomFlip(mode, seed=seed, name="random_flip"))
-    if rotation_range:
-        out.append(layers.RandomRotation(rotation_range / 360.0, name="random_rotation", **fill))
-    if zoom_range:
-        out.append(layers.RandomZoom((-zoom_range, zoom_range), (-zoom_range, zoom_range),
-                                     name="random_zoom", **fill))
-    if width_shift_range or height_shift_range:
-        out.append(layers.RandomTranslation(height_shift_range, width_shift_range,
-                                            name="random_translation", **fill))
-    return out
-
-
-def preprocess(inputs, normalization, augment_layers):
-    """Normalise, then augment (as the seeds did: their generator saw
-    normalised images, so a constant fill of 0 is the mean)."""
+def preprocess(inputs, normalization, knobs=None):
+    """Normalise, then augment with ImageDataGenerator's `knobs` (a dict, see
+    augment.augmentation; None: no augmentation), as the seeds did: their
+    generator saw normalised images, so a constant fill of 0 is the mean."""
     x = normalization(inputs) if normalization is not None else inputs
-    for layer in augment_layers:
+    for layer in augment.augmentation(**(knobs or {})):
         x = layer(x)
     return x
 
@@ -268,7 +240,7 @@ def save_h5(model, path, class_names, run=None):
     level = absl.level
     absl.setLevel(logging.ERROR)
     try:
-        model.save(path, include_optimizer=False)
+        augment.for_saving(model).save(path, include_optimizer=False)
     finally:
         absl.setLevel(level)
     with h5py.File(path, "a") as f:

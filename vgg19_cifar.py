@@ -80,8 +80,7 @@ def build_model(config=CONFIG, augment=None, channel_mean=CHANNEL_MEAN, weight_d
         raise cli.UsageError(f"VGG needs images of at least 32x32 (five 2x2 max-pools), got "
                              f"{input_shape[0]}x{input_shape[1]}")
     inputs = keras.Input(input_shape, name="image")
-    x = training.preprocess(inputs, training.channel_mean(channel_mean),
-                            training.augmentation(**(augment or {})))
+    x = training.preprocess(inputs, training.channel_mean(channel_mean), augment)
     for b, (convs, filters) in enumerate(CONFIGS[config], start=1):
         for i in range(1, convs + 1):
             size = 1 if config == "C" and b >= 3 and i == convs else 3

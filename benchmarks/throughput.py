@@ -79,10 +79,10 @@ def augmentation_rate(knobs, batch_size, batches):
     """Our augmentation layers alone, in training mode, compiled as they are
     inside a training step: tf.function, jax.jit, or torch's eager mode."""
     import keras
-    import training
+    import augment
     inputs = keras.Input((32, 32, 3))
     x = inputs
-    for layer in training.augmentation(**knobs, seed=0):
+    for layer in augment.augmentation(**knobs, seed=0):
         x = layer(x)
     model = keras.Model(inputs, x)
     data = images(batch_size * batches, (32, 32, 3))[0].astype("float32") / 255.0

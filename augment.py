@@ -1,0 +1,184 @@
+"""Real-time augmentation with ImageDataGenerator's knobs, fused into one
+resampling per batch.
+
+ImageDataGenerator composed rotation, shift and zoom into one matrix per image
+and resampled each image once; Keras's preprocessing layers (RandomRotation,
+RandomZoom, RandomTranslation, RandomFlip) each resample the batch again.
+`RandomAffine` does what the generator did, batched and on the accelerator:
+per image it draws
+
+    angle  uniform in [-rotation_range, rotation_range] degrees,
+    zx, zy uniform in [1 - zoom_range, 1 + zoom_range], independently,
+    tx, ty uniform in [-width_shift_range, width_shift_range] x width
+           (and height_shift_range x height),
+    a left-right (top-bottom) mirror with probability 1/2 when asked,
+
+composes them into one affine map (output pixel -> input pixel, about the
+image's centre, as ImageDataGenerator's `transform_matrix`) and resamples the
+whole batch at once (`resample`: bilinear, the generator's order-1
+interpolation, one gather of four neighbours in keras.ops). Flips alone need no resampling and are
+exact. The layer works under every backend and is the identity at inference.
+
+Checkpoints stay Keras's own: `for_saving(model)` is the model with each
+RandomAffine replaced by `keras.layers.Identity` (the same weights), which is
+what `training.save_h5` writes, so plain `keras.models.load_model` opens it.
+"""
+
+import math
+
+import numpy as np
+
+import keras
+from keras import layers, ops
+
+from cli import UsageError
+
+FILL_MODES = ("constant", "nearest", "reflect", "wrap")
+
+
+@keras.saving.register_keras_serializable(package="cifar_collection")
+class RandomAffine(layers.Layer):
+    """ImageDataGenerator's geometric knobs as one layer (see the module's
+    docstring). Images are (batch, height, width, channels)."""
+
+    def __init__(self, rotation_range=0.0, width_shift_range=0.0, height_shift_range=0.0, zoom_range=0.0,
+                 horizontal_flip=False, vertical_flip=False, fill_mode="nearest", cval=0.0, seed=None,
+                 **kwargs):
+        kwargs.setdefault("dtype", "float32")  # resampled in float32 whatever the policy
+        super().__init__(**kwargs)
+        if fill_mode not in FILL_MODES:
+            raise UsageError(f"fill_mode must be constant, nearest, reflect or wrap, got {fill_mode!r}")
+        self.rotation_range, self.zoom_range = float(rotation_range), float(zoom_range)
+        self.width_shift_range, self.height_shift_range = float(width_shift_range), float(height_shift_range)
+        self.horizontal_flip, self.vertical_flip = bool(horizontal_flip), bool(vertical_flip)
+        self.fill_mode, self.cval, self.seed = fill_mode, float(cval), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    @property
+    def resamples(self):
+        """Whether anything besides flips is on (flips alone are exact)."""
+        return bool(self.rotation_range or self.zoom_range or self.width_shift_range or self.height_shift_range)
+
+    def sample(self, batch_size, height, width):
+        """Per-image parameters, each a (batch_size,) float32 tensor: angle
+        (radians), zoom zx and zy, shift tx (columns) and ty (rows) in pixels,
+        and fx, fy: -1 where the image is mirrored left-right (top-bottom)."""
+        u = keras.random.uniform((batch_size, 7), -1.0, 1.0, seed=self.seed_generator)
+        sign = lambda on, v: ops.where(v < 0, -1.0, 1.0) if on else ops.ones_like(v)  # noqa: E731
+        return {
+            "angle": u[:, 0] * math.radians(self.rotation_range),
+            "zx": 1.0 + u[:, 1] * self.zoom_range,
+            "zy": 1.0 + u[:, 2] * self.zoom_range,
+            "tx": u[:, 3] * self.width_shift_range * width,
+            "ty": u[:, 4] * self.height_shift_range * height,
+            "fx": sign(self.horizontal_flip, u[:, 5]),
+            "fy": sign(self.vertical_flip, u[:, 6]),
+        }
+
+    @staticmethod
+    def transforms(p, height, width):
+        """The (batch, 8) projective transforms of `ops.image.affine_transform`
+        mapping an output pixel (x: column, y: row) to the input pixel it
+        samples: input = c + R(theta) (Z F (output - c) + t), c the centre."""
+        cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+        cos, sin = ops.cos(p["angle"]), ops.sin(p["angle"])
+        a00, a01 = cos * p["zx"] * p["fx"], -sin * p["zy"] * p["fy"]
+        a10, a11 = sin * p["zx"] * p["fx"], cos * p["zy"] * p["fy"]
+        a02 = cx + cos * p["tx"] - sin * p["ty"] - (a00 * cx + a01 * cy)
+        a12 = cy + sin * p["tx"] + cos * p["ty"] - (a10 * cx + a11 * cy)
+        zeros = ops.zeros_like(a00)
+        return ops.stack([a00, a01, a02, a10, a11, a12, zeros, zeros], axis=1)
+
+    def call(self, images, training=None):
+        if not training or not (self.resamples or self.horizontal_flip or self.vertical_flip):
+            return images
+        shape = ops.shape(images)
+        height, width = images.shape[1], images.shape[2]
+        p = self.sample(shape[0], height, width)
+        if not self.resamples:  # flips only: exact, no interpolation
+            if self.horizontal_flip:
+                images = ops.where(ops.reshape(p["fx"] < 0, (-1, 1, 1, 1)), ops.flip(images, axis=2), images)
+            if self.vertical_flip:
+                images = ops.where(ops.reshape(p["fy"] < 0, (-1, 1, 1, 1)), ops.flip(images, axis=1), images)
+            return images
+        transforms = self.transforms(p, height, width)
+        if keras.backend.backend() == "tensorflow" and self.fill_mode != "wrap":
+            # TensorFlow's own kernel samples the same, faster there (its 'wrap' differs at the seam)
+            return ops.image.affine_transform(images, transforms, interpolation="bilinear",
+                                              fill_mode=self.fill_mode, fill_value=self.cval)
+        return resample(images, transforms, self.fill_mode, self.cval)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return dict(super().get_config(), rotation_range=self.rotation_range,
+                    width_shift_range=self.width_shift_range, height_shift_range=self.height_shift_range,
+                    zoom_range=self.zoom_range, horizontal_flip=self.horizontal_flip,
+                    vertical_flip=self.vertical_flip, fill_mode=self.fill_mode, cval=self.cval, seed=self.seed)
+
+
+def _fix(index, size, fill_mode):
+    """Integer pixel indices outside [0, size) mapped as `fill_mode` asks
+    ('constant' clips them; its caller replaces them by the constant)."""
+    if fill_mode == "wrap":  # a b c d | a b c d
+        return ops.mod(index, size)
+    if fill_mode == "reflect":  # d c b a | a b c d | d c b a
+        folded = ops.mod(index, 2 * size)
+        return ops.where(folded >= size, 2 * size - 1 - folded, folded)
+    return ops.clip(index, 0, size - 1)  # nearest: a a | a b c d | d d
+
+
+def resample(images, transforms, fill_mode="nearest", cval=0.0):
+    """Bilinear resampling of a batch, each image by its own transform (rows
+    of `ops.image.affine_transform`'s (batch, 8) form, affine part only): one
+    gather of the four neighbours of every output pixel for the whole batch,
+    in keras.ops, so it is equally batched under every backend (the torch
+    backend's affine_transform loops over the images)."""
+    shape = ops.shape(images)
+    batch, (height, width, channels) = shape[0], images.shape[1:]
+    rows, cols = [c.reshape(1, -1) for c in np.mgrid[0:height, 0:width].astype("float32")]
+    t = ops.cast(transforms, "float32")
+    x = t[:, 0:1] * cols + t[:, 1:2] * rows + t[:, 2:3]  # (batch, height * width): where each output pixel samples
+    y = t[:, 3:4] * cols + t[:, 4:5] * rows + t[:, 5:6]
+    x0, y0 = ops.floor(x), ops.floor(y)
+    wx, wy = x - x0, y - y0
+    x0, y0 = ops.cast(x0, "int32"), ops.cast(y0, "int32")
+    flat = ops.reshape(images, (-1, channels))
+    first = ops.reshape(ops.arange(batch, dtype="int32") * (height * width), (-1, 1))
+    out = 0.0
+    for dy, dx, weight in ((0, 0, (1 - wy) * (1 - wx)), (0, 1, (1 - wy) * wx),
+                           (1, 0, wy * (1 - wx)), (1, 1, wy * wx)):
+        yi, xi = y0 + dy, x0 + dx
+        value = ops.take(flat, first + _fix(yi, height, fill_mode) * width + _fix(xi, width, fill_mode), axis=0)
+        if fill_mode == "constant":
+            inside = (yi >= 0) & (yi < height) & (xi >= 0) & (xi < width)
+            value = ops.where(ops.expand_dims(inside, -1), value, ops.cast(cval, value.dtype))
+        out = out + ops.expand_dims(weight, -1) * value
+    return ops.reshape(ops.cast(out, images.dtype), (-1, height, width, channels))
+
+
+def augmentation(rotation_range=0.0, width_shift_range=0.0, height_shift_range=0.0,
+                 zoom_range=0.0, horizontal_flip=False, vertical_flip=False,
+                 fill_mode="nearest", cval=0.0, seed=None):
+    """ImageDataGenerator's knobs, same names and meanings, as a list of
+    layers acting in training only: one RandomAffine, or none when nothing is on.
+
+    rotation_range: degrees, uniform in [-r, r];
+    width_shift_range / height_shift_range: fraction of width / height;
+    zoom_range: z, zoom factors uniform in [1 - z, 1 + z] per axis;
+    horizontal_flip / vertical_flip: random mirror left-right / top-bottom;
+    fill_mode: 'constant', 'nearest', 'reflect' or 'wrap'; cval: the constant."""
+    layer = RandomAffine(rotation_range, width_shift_range, height_shift_range, zoom_range, horizontal_flip,
+                         vertical_flip, fill_mode, cval, seed, name="random_affine")
+    return [layer] if layer.resamples or layer.horizontal_flip or layer.vertical_flip else []
+
+
+def for_saving(model):
+    """`model` with each RandomAffine replaced by an Identity of the same name
+    (the identity is what it is at inference): Keras's own layers only, the
+    same weights (shared, not copied). A model without one is returned as is."""
+    if not any(isinstance(layer, RandomAffine) for layer in model.layers):
+        return model
+    swap = lambda layer: layers.Identity(name=layer.name) if isinstance(layer, RandomAffine) else layer  # noqa: E731
+    return keras.models.clone_model(model, clone_function=swap)
