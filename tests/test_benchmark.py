@@ -1,0 +1,68 @@
+"""benchmarks/throughput.py: windows alternate with the peer, figures are
+medians with their spread, ratios are taken window by window; the README's
+Speed table is the committed run's."""
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import throughput  # noqa: E402
+
+
+class FakeWorker:
+    """Answers windows from a script of rates, logging the order asked."""
+    calls = []
+    rates = {}
+
+    def __init__(self, backend):
+        self.backend = backend
+
+    def window(self, task, seconds):
+        FakeWorker.calls.append(task["kind"])
+        return FakeWorker.rates[task["kind"]].pop(0)
+
+    def close(self):
+        pass
+
+
+def test_windows_alternate_and_ratios_pair_window_by_window(monkeypatch):
+    monkeypatch.setattr(throughput, "Worker", FakeWorker)
+    FakeWorker.calls = []
+    # A slow phase in window 2 hits both sides; a ratio of medians would be 100/10 = 10,
+    # the window-by-window ratios are 10, 10, 10.
+    FakeWorker.rates = {"augment": [{"rate": r, "seconds": 1.0} for r in (100, 20, 300)],
+                        "generator": [{"rate": r, "seconds": 1.0} for r in (10, 2, 30)]}
+    entries = [("augmentation", "light", "tensorflow", {"kind": "augment", "knobs": "light"},
+                {"kind": "generator", "knobs": "light"})]
+    (row,) = throughput.measure(entries, windows=3, seconds=1.0, log=lambda *a: None)
+    assert FakeWorker.calls == ["augment", "generator", "generator", "augment", "augment", "generator"]
+    assert row["ours"]["median"] == 100 and (row["ours"]["min"], row["ours"]["max"]) == (20, 300)
+    assert row["peer"]["windows"] == [10, 2, 30]
+    assert row["ratio"]["median"] == pytest.approx(10) and row["ratio"]["max"] == pytest.approx(10)
+
+
+def test_a_failing_measurement_is_a_note_not_a_crash(monkeypatch):
+    monkeypatch.setattr(throughput, "Worker", FakeWorker)
+    FakeWorker.calls = []
+    FakeWorker.rates = {"train": [{"error": "RuntimeError: no XLA here"}], "pytorch": []}
+    entries = [("resnet20", "jit_compile=True (XLA; torch.compile)", "torch",
+                {"kind": "train", "model": "ResNet-20 v1", "variant": "jit_compile=True (XLA; torch.compile)"},
+                {"kind": "pytorch"})]
+    (row,) = throughput.measure(entries, windows=2, seconds=1.0, log=lambda *a: None)
+    assert "ours" not in row and "no XLA here" in row["errors"][0]
+    report = {"machine": "m", "date": "d", "versions": {}, "windows": 2, "seconds": 1.0, "generator": "g",
+              "results": [row]}
+    assert "no XLA here" in throughput.markdown(report)
+
+
+def test_readme_speed_table_is_the_committed_run():
+    with open(os.path.join(ROOT, "benchmarks", "results", "throughput.md")) as f:
+        table = f.read().rstrip("\n")
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    assert f"{throughput.BEGIN}\n{table}\n{throughput.END}" in readme, \
+        "run python3 benchmarks/throughput.py --readme (or copy benchmarks/results/throughput.md)"
