@@ -171,6 +171,9 @@ def parse_args(script_path, description, argv=None, choices=None, extra=None):
                         help="--dataset FOLDER: images are resized to N x N")
     common.add_argument("--color", choices=("rgb", "grayscale"), default="rgb",
                         help="--dataset FOLDER: read the images in colour or grayscale")
+    common.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                        help="--dataset FOLDER: read images from disk batch by batch instead of into memory "
+                             "(default: only when they would take more than half the memory free)")
     common.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
                         help="Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
     if extra:
@@ -183,6 +186,9 @@ def parse_args(script_path, description, argv=None, choices=None, extra=None):
     dataset = getattr(args, "dataset", None)
     if dataset is not None and dataset not in load_data.DATASETS and not os.path.isdir(dataset):
         parser.error(f"--dataset {dataset}: neither one of {', '.join(load_data.DATASETS)} nor a folder of images")
+    if args.stream and (dataset is None or dataset in load_data.DATASETS):
+        parser.error(f"--stream reads a folder of images (--dataset FOLDER); {dataset or 'this data set'} "
+                     f"is read into memory")
     if args.image_size < 8:
         parser.error(f"--image-size must be 8 or more, got {args.image_size}")
     if args.resume and args.fresh:

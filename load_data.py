@@ -514,13 +514,14 @@ SHAPES = {  # data set: (image shape, number of classes)
 DATASETS = tuple(SHAPES)
 
 
-def load(name, data_dir=None, image_size=32, color="rgb"):
-    """A data set by name, or a folder of images (see `load_folder`), the
-    same way for all: `(x_train, y_train), (x_test, y_test), class names`,
-    images always (N, height, width, channels) uint8 (Fashion-MNIST gets its
-    channel axis), labels (N, 1)."""
+def load(name, data_dir=None, image_size=32, color="rgb", stream=None):
+    """A data set by name, or a folder of images (see `load_folder`; `stream`
+    as there), the same way for all: `(x_train, y_train), (x_test, y_test),
+    class names`, images always (N, height, width, channels) uint8
+    (Fashion-MNIST gets its channel axis; a streamed folder gives ImageFiles),
+    labels (N, 1)."""
     if name not in DATASETS and os.path.isdir(name):
-        return load_folder(name, image_size, color)
+        return load_folder(name, image_size, color, stream=stream)
     if name == "cifar10":
         return (*load_data(data_dir), CIFAR10_CLASSES)
     if name in ("cifar100", "cifar100_coarse"):
@@ -588,19 +589,82 @@ def read_image_file(path, size, channels):
     return image.reshape(size, size, channels)
 
 
-def _read_all(files, labels, size, channels):
-    x = np.empty((len(files), size, size, channels), np.uint8)
-    for i, path in enumerate(files):
-        x[i] = read_image_file(path, size, channels)
-    return x, np.asarray(labels, np.uint8).reshape(-1, 1)
+class ImageFiles:
+    """Image files read from disk only when asked for: what a folder too large
+    for memory gives in place of its (N, size, size, channels) uint8 array.
+    Slicing (`files[:1000]`, `files[-200:]`) gives ImageFiles again, reading
+    nothing; `read(indices)` reads those images into an array."""
+
+    dtype, ndim = np.dtype(np.uint8), 4
+
+    def __init__(self, paths, size, channels):
+        self.paths, self.size, self.channels = list(paths), size, channels
+
+    @property
+    def shape(self):
+        return (len(self.paths), self.size, self.size, self.channels)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, key):
+        if not isinstance(key, slice):
+            raise TypeError("ImageFiles are sliced (files[a:b]) or read (files.read(indices))")
+        return ImageFiles(self.paths[key], self.size, self.channels)
+
+    def read(self, indices):
+        x = np.empty((len(indices), self.size, self.size, self.channels), np.uint8)
+        for i, j in enumerate(indices):
+            x[i] = read_image_file(self.paths[j], self.size, self.channels)
+        return x
+
+    def __repr__(self):
+        return f"ImageFiles({len(self)} images of {self.size}x{self.size}x{self.channels}, read from disk)"
 
 
-def load_folder(root, image_size=32, color="rgb", test_fraction=0.2, seed=0):
+CHUNK = 1024  # images held at once by a pass over a data set (its mean)
+
+
+def chunks(images, size=None):
+    """The images (an array or ImageFiles) as successive uint8 arrays of at
+    most `size` (CHUNK), so a pass over them never holds more than that."""
+    size = size or CHUNK
+    for start in range(0, len(images), size):
+        stop = min(start + size, len(images))
+        yield images.read(range(start, stop)) if isinstance(images, ImageFiles) else images[start:stop]
+
+
+def pixel_mean(images):
+    """The per-pixel mean image (float64), in one pass of chunks."""
+    total = np.zeros(images.shape[1:], np.float64)
+    for chunk in chunks(images):
+        total += chunk.sum(axis=0, dtype=np.float64)
+    return total / len(images)
+
+
+def memory_available():
+    """Bytes of memory free now (Linux; elsewhere None)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _read_all(files, labels, size, channels, stream=False):
+    y = np.asarray(labels, np.uint8 if max(labels, default=0) < 256 else np.int32).reshape(-1, 1)
+    images = ImageFiles(files, size, channels)
+    return (images if stream else images.read(range(len(files)))), y
+
+
+def load_folder(root, image_size=32, color="rgb", test_fraction=0.2, seed=0, stream=None):
     """A folder of images as `(x_train, y_train), (x_test, y_test), class
     names`: `root/<class>/*` (then `test_fraction` of each class, chosen with
     `seed`, is held out as the test set) or `root/train/<class>/*` and
-    `root/test/<class>/*`. Images are read into memory and resized to
-    `image_size` squares, RGB or grayscale (`color`)."""
+    `root/test/<class>/*`. Images are resized to `image_size` squares, RGB or
+    grayscale (`color`), and read into memory, unless `stream` is True, or
+    None (the default) and they would take more than half the memory free
+    now: then the images are ImageFiles, read batch by batch as training
+    asks for them."""
     if color not in ("rgb", "grayscale"):
         raise DataError(f"color must be rgb or grayscale, got {color!r}")
     channels = 3 if color == "rgb" else 1
@@ -625,13 +689,23 @@ def load_folder(root, image_size=32, color="rgb", test_fraction=0.2, seed=0):
             test_files[name] = [files[i] for i in sorted(order[:n_test])]
             train_files[name] = [files[i] for i in sorted(order[n_test:])]
 
-    def split(files):
+    if stream is None:
+        count = sum(len(f) for f in train_files.values()) + sum(len(f) for f in test_files.values())
+        need, free = count * image_size * image_size * channels, memory_available()
+        stream = free is not None and need > free / 2
+        if stream:
+            print(f"{root}: {count} images of {image_size}x{image_size}x{channels} would take "
+                  f"{need / 2**30:.1f} GiB of the {free / 2**30:.1f} GiB free: streaming them from disk")
+
+    def split(files, order=None):
         paths = [p for name in classes for p in files[name]]
         labels = [i for i, name in enumerate(classes) for _ in files[name]]
-        return _read_all(paths, labels, image_size, channels)
-    x, y = split(train_files)
-    order = np.random.default_rng(seed).permutation(len(x))  # classes mixed, for --subset and --val-split
-    return (x[order], y[order]), split(test_files), tuple(classes)
+        if order is not None:
+            paths, labels = [paths[i] for i in order], [labels[i] for i in order]
+        return _read_all(paths, labels, image_size, channels, stream)
+    n_train = sum(len(f) for f in train_files.values())
+    order = np.random.default_rng(seed).permutation(n_train)  # classes mixed, for --subset and --val-split
+    return split(train_files, order), split(test_files), tuple(classes)
 
 
 # --------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import augment
 import hardware
 import load_data
 import schedules
+import streaming
 from cli import UsageError
 
 
@@ -171,8 +172,7 @@ def rescale():
 def pixel_mean(x_train):
     """Pixels to [0, 1] minus the training set's per-pixel mean (the Keras
     ResNet example's `subtract_pixel_mean`)."""
-    mean = x_train.astype("float64").mean(axis=0)
-    return standardize(mean, 255.0, name="subtract_pixel_mean")
+    return standardize(load_data.pixel_mean(x_train), 255.0, name="subtract_pixel_mean")
 
 
 def channel_mean(mean, std=1.0):
@@ -195,11 +195,13 @@ def preprocess(inputs, normalization, knobs=None):
 # --------------------------------------------------------------------------
 
 def prepare_data(args):
-    """Load `--dataset` (images always (N, height, width, channels)), take
-    `--subset`, split off `--val-split` of the training images. Returns
-    (train, validation, test, how validation is done, class names)."""
+    """Load `--dataset` (images always (N, height, width, channels); a folder
+    too large for memory, or with --stream, as load_data.ImageFiles read
+    batch by batch), take `--subset`, split off `--val-split` of the
+    training images. Returns (train, validation, test, how validation is
+    done, class names)."""
     (x_train, y_train), (x_test, y_test), class_names = load_data.load(
-        args.dataset, args.data_dir, args.image_size, args.color)
+        args.dataset, args.data_dir, args.image_size, args.color, stream=getattr(args, "stream", None))
     if args.subset:
         x_train, y_train = x_train[:args.subset], y_train[:args.subset]
     val_split = getattr(args, "val_split", 0.0)
@@ -497,12 +499,17 @@ def train(model, args, data, *, name, batch_size, epochs, schedule=None,
                                plateau=plateau, run=run)
     throughput = next(cb for cb in callbacks if isinstance(cb, Throughput))
     checkpoint = next(cb for cb in callbacks if isinstance(cb, BestCheckpoint))
-    targets, validation = one_hot(y_train, num_classes), (x_val, one_hot(y_val, num_classes))
+    targets, val_targets = one_hot(y_train, num_classes), one_hot(y_val, num_classes)
+    validation = streaming.FileBatches(x_val, val_targets, max(batch_size, 256)) if streaming.streamed(x_val) \
+        else (x_val, val_targets)
+    if multi_worker is not None and streaming.streamed(x_train):
+        raise UsageError("a folder streamed from disk cannot train multi-worker (TF_CONFIG is set); "
+                         "use one machine, or a folder that fits in memory")
     start = time.perf_counter()
     try:
         if multi_worker is None:
-            model.fit(x_train, targets, batch_size=batch_size, epochs=epochs, validation_data=validation,
-                      shuffle=True, callbacks=callbacks, verbose=args.verbose)
+            model.fit(**streaming.inputs(x_train, targets, batch_size, shuffle=True, seed=args.seed),
+                      epochs=epochs, validation_data=validation, callbacks=callbacks, verbose=args.verbose)
         else:  # fit() cannot run under MultiWorkerMirroredStrategy (keras-team/keras#20585)
             callbacks = [cb for cb in callbacks if not isinstance(
                 cb, (keras.callbacks.BackupAndRestore, keras.callbacks.TensorBoard))]
@@ -523,7 +530,8 @@ def train(model, args, data, *, name, batch_size, epochs, schedule=None,
 
     test_targets = one_hot(y_test, num_classes)
     if multi_worker is None:
-        test_loss, test_acc = model.evaluate(x_test, test_targets, batch_size=max(batch_size, 256), verbose=0)
+        test_loss, test_acc = model.evaluate(**streaming.inputs(x_test, test_targets, max(batch_size, 256)),
+                                             verbose=0)
     else:
         test_loss, test_acc = multiworker.evaluate(model, x_test, test_targets)
     # The test figures join the final checkpoint's metadata.

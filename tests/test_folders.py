@@ -129,3 +129,91 @@ def test_dataset_that_is_neither_a_set_nor_a_folder_is_refused(tmp_path, capsys)
     with pytest.raises(SystemExit):
         simple_cnn.main(["--dataset", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path)])
     assert "neither one of cifar10" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------
+# Folders larger than memory: streamed from disk
+# --------------------------------------------------------------------------
+
+@pytest.fixture
+def reads(monkeypatch):
+    """Every ImageFiles.read: how many images each call asked for."""
+    sizes = []
+    original = load_data.ImageFiles.read
+
+    def read(self, indices):
+        sizes.append(len(indices))
+        return original(self, indices)
+    monkeypatch.setattr(load_data.ImageFiles, "read", read)
+    return sizes
+
+
+def test_a_streamed_folder_reads_nothing_until_asked_then_the_same_pixels(folder, reads):
+    (x_mem, y_mem), (xt_mem, _), names = load_data.load_folder(str(folder))
+    reads.clear()
+    (x, y), (xt, yt), streamed_names = load_data.load_folder(str(folder), stream=True)
+    assert isinstance(x, load_data.ImageFiles) and reads == []  # nothing read yet
+    assert names == streamed_names and x.shape == x_mem.shape and np.array_equal(y, y_mem)
+    assert isinstance(x[:10], load_data.ImageFiles) and len(x[-5:]) == 5 and reads == []
+    np.testing.assert_array_equal(np.concatenate(list(load_data.chunks(x, 5))), x_mem)
+    assert max(reads) == 5  # a pass holds one chunk at a time
+    np.testing.assert_allclose(load_data.pixel_mean(x), x_mem.astype("float64").mean(axis=0))
+    np.testing.assert_array_equal(xt.read(range(len(xt))), xt_mem)
+
+
+def test_file_batches_cover_every_image_once_an_epoch_in_a_new_order(folder, reads):
+    import streaming
+    (x, y), _, _ = load_data.load_folder(str(folder), stream=True)
+    targets = np.arange(len(x))  # each target names its image
+    batches = streaming.FileBatches(x, targets, batch_size=10, shuffle=True, seed=1)
+    assert len(batches) == 5  # 48 images: four of 10, one of 8
+
+    def epoch():
+        seen = [batches[i] for i in range(len(batches))]
+        for images, t in seen:
+            np.testing.assert_array_equal(images, x.read(t))
+        return np.concatenate([t for _, t in seen])
+    first = epoch()
+    batches.on_epoch_end()
+    second = epoch()
+    assert sorted(first) == sorted(second) == list(range(48))
+    assert list(first) != list(second)
+    assert max(reads) <= 10
+
+
+def test_training_streams_a_folder_and_takes_its_mean_in_one_pass(folder, reads, tmp_path, monkeypatch):
+    """ResNet (per-pixel mean inside the model) on a streamed folder: the mean
+    is the folder's, the run is a normal run, and no read holds the training set."""
+    (x_mem, _), _, _ = load_data.load_folder(str(folder))
+    reads.clear()
+    monkeypatch.setattr(load_data, "CHUNK", 20)
+    out = tmp_path / "out"
+    resnet_cifar.main(["--dataset", str(folder), "--stream", "--recipe", "fast", "--fast-epochs", "2",
+                       "--fast-batch-size", "16", "--depth", "8", "--val-split", "0", "--verbose", "0",
+                       "--output-dir", str(out)])
+    summary = json.loads((out / f"{folder.name}_ResNet8v1_summary.json").read_text())
+    assert summary["train_images"] == 48 and summary["epochs_run"] == 2
+    assert 0 <= summary["test_accuracy"] <= 1
+    model, names = predict.load_checkpoint(summary["files"]["final"])
+    assert names == ["cat", "dog", "ship"]
+    mean, _ = training.statistics(model.get_layer("subtract_pixel_mean"))
+    np.testing.assert_allclose(mean, x_mem.astype("float64").mean(axis=0), rtol=1e-5)
+    assert max(reads) < 48 and sum(reads) >= 3 * 48  # the mean pass, then two epochs of batches
+
+
+def test_a_folder_too_big_for_free_memory_is_streamed(folder, monkeypatch, capsys):
+    monkeypatch.setattr(load_data, "memory_available", lambda: 100_000)  # 72 images of 3 KiB need 221 KB
+    (x, _), (xt, _), _ = load_data.load_folder(str(folder))
+    assert isinstance(x, load_data.ImageFiles) and isinstance(xt, load_data.ImageFiles)
+    assert "streaming them from disk" in capsys.readouterr().out
+    monkeypatch.setattr(load_data, "memory_available", lambda: 10 ** 12)
+    (x, _), _, _ = load_data.load_folder(str(folder))
+    assert isinstance(x, np.ndarray)
+
+
+def test_stream_is_for_folders_only(capsys):
+    with pytest.raises(SystemExit) as e:
+        simple_cnn.main(["--dataset", "cifar10", "--stream"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--stream" in err[0]
