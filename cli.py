@@ -138,7 +138,7 @@ def parse_args(script_path, description, argv=None, choices=None, extra=None):
     names = []
     for name, value, comment in hyperparameters(script_path):
         flag = "--" + name.lower().replace("_", "-")
-        kwargs = dict(default=value, help=comment, dest=name.lower())
+        kwargs = dict(default=value, help=comment.replace("%", "%%"), dest=name.lower())  # argparse formats help with %
         if isinstance(value, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
         elif isinstance(value, (int, float)):
@@ -167,8 +167,9 @@ def parse_args(script_path, description, argv=None, choices=None, extra=None):
     common.add_argument("--mixed-precision", action="store_true",
                         help="compute in float16 on GPUs, bfloat16 elsewhere; weights and the "
                              "output layer stay float32")
-    common.add_argument("--image-size", type=int, default=32, metavar="N",
-                        help="--dataset FOLDER: images are resized to N x N")
+    if "IMAGE_SIZE" not in [name for name, _ in names]:  # a script may set its own default
+        common.add_argument("--image-size", type=int, default=32, metavar="N",
+                            help="--dataset FOLDER: images are resized to N x N")
     common.add_argument("--color", choices=("rgb", "grayscale"), default="rgb",
                         help="--dataset FOLDER: read the images in colour or grayscale")
     common.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,

@@ -33,6 +33,7 @@ import training
 DATASET = "fashion_mnist"  # fashion_mnist, cifar10, cifar100 (fine labels), cifar100_coarse or a folder
 STEM = "imagenet"  # imagenet (7x7/2 conv + max-pool, the seed's) or cifar (3x3/1 conv, no pool)
 RESIZE = 96  # imagenet stem: images are resized to RESIZE x RESIZE inside the model (0: keep)
+IMAGE_SIZE = 96  # --dataset FOLDER: images are read at IMAGE_SIZE x IMAGE_SIZE (the size the stem works at)
 EPOCHS = 5  # passes over the training images
 BATCH_SIZE = 64  # images per gradient step
 LEARNING_RATE = 1e-3  # Adam's learning rate

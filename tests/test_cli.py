@@ -111,3 +111,17 @@ def test_from_the_shell_a_bad_value_is_the_only_line_and_tensorflow_is_quiet(tmp
     result = subprocess.run([sys.executable, "resnet_cifar.py", "--fast-epochs", "0"], cwd=ROOT,
                             env=dict(env, TF_CPP_MIN_LOG_LEVEL="0"), capture_output=True, text=True, timeout=300)
     assert len(result.stderr.splitlines()) > 1 and result.stderr.splitlines()[-1].startswith("error: ")
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_help_lists_every_hyperparameter(name, capsys):
+    """--help works for every script (a % in a comment once broke it) and
+    shows each hyperparameter's flag with its default."""
+    module = SCRIPTS[name]
+    with pytest.raises(SystemExit) as e:
+        module.main(["--help"])
+    assert e.value.code == 0
+    shown = capsys.readouterr().out
+    for hyperparameter, value, _ in cli.hyperparameters(module.__file__):
+        assert "--" + hyperparameter.lower().replace("_", "-") in shown
+    assert shown.count("--image-size") >= 1

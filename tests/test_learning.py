@@ -10,8 +10,10 @@ not learn: All-CNN-C with Keras's glorot_uniform initialisation or at SGD 0.1
 stays at 10% (11.5% at most), and VGG-19 and ResNet-18 with Keras's batch-norm
 momentum of 0.99 sat at chance on the test set while their training accuracy
 climbed. The floors sit below what each check gave on the CI-class CPU (from
-simple to ResNet-18: 42, 39, 31, 24, 34, 22, 21 and 76%), where training with
-a fixed seed repeats itself.
+simple to ResNet-18: 42, 39, 31, 24, 34, 22, 24 and 72%; All-CNN-C on 3,000
+images and ResNet-18 on 2,000 since 2026-11-24, to keep the suite short;
+VGG-19 on 1,500 images gave 19%, too near its floor), where training with a
+fixed seed repeats itself.
 """
 
 import json
@@ -56,8 +58,8 @@ CHECKS = [  # (id, script module, its flags, summary file, test-accuracy floor)
      "cifar10_ResNet20v1_summary.json", 0.25),
     ("vgg19", vgg19_cifar, ["--subset", "2000", "--epochs", "2", "--batch-size", "16"],
      "cifar10_VGG19_summary.json", 0.18),
-    ("allconv", allconv_cifar, ["--subset", "4000", "--epochs", "2"], "cifar10_allconv_summary.json", 0.17),
-    ("resnet18_fashion_mnist", resnet18_fashion_mnist, ["--subset", "3000", "--epochs", "1", "--batch-size", "32"],
+    ("allconv", allconv_cifar, ["--subset", "3000", "--epochs", "2"], "cifar10_allconv_summary.json", 0.17),
+    ("resnet18_fashion_mnist", resnet18_fashion_mnist, ["--subset", "2000", "--epochs", "1", "--batch-size", "32"],
      "fashion_mnist_resnet18_summary.json", 0.50),
 ]
 
