@@ -60,6 +60,7 @@ VARIANTS = {
     "augmentation off": dict(augment=False),
     "mixed precision (bfloat16)": dict(policy="mixed_bfloat16"),
     "jit_compile=True (XLA; torch.compile)": dict(jit_compile=True),
+    "steps_per_execution=8": dict(steps_per_execution=8),
     "batch 256": dict(batch_size=256),
 }
 
@@ -169,7 +170,7 @@ def training_runner(model_name, variant):
     finally:
         keras.mixed_precision.set_global_policy("float32")
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), "categorical_crossentropy",
-                  jit_compile=v.get("jit_compile", "auto"))
+                  jit_compile=v.get("jit_compile", "auto"), steps_per_execution=v.get("steps_per_execution", 1))
     data = {}
 
     def run(batches):

@@ -70,7 +70,9 @@ def test_plain_load_model_opens_every_script_checkpoint_anywhere(script, backend
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == backend
-    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), expected, atol=1e-5)
+    # Another backend's kernels sum in another order: through VGG-19's 16 convolutions float32
+    # round-off reaches 3e-5 of a probability (seen on a loaded machine); a wrong layer is far more.
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), expected, atol=1e-5 if backend == "tensorflow" else 1e-4)
 
 
 def test_no_custom_layer_in_any_checkpoint(checkpoints):
