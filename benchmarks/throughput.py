@@ -61,6 +61,8 @@ VARIANTS = {
     "mixed precision (bfloat16)": dict(policy="mixed_bfloat16"),
     "jit_compile=True (XLA; torch.compile)": dict(jit_compile=True),
     "steps_per_execution=8": dict(steps_per_execution=8),
+    # TensorFlow runs independent ops side by side, each on all cores: on 2 cores they fight
+    "TensorFlow inter-op threads 1": dict(env={"TF_NUM_INTEROP_THREADS": "1"}, backends=("tensorflow",)),
     "batch 256": dict(batch_size=256),
 }
 
@@ -273,8 +275,8 @@ def serve():
 class Worker:
     """A `serve()` process under one Keras backend (or none)."""
 
-    def __init__(self, backend):
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND=backend or "tensorflow")
+    def __init__(self, backend, env=None):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND=backend or "tensorflow", **(env or {}))
         self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve"], cwd=ROOT,
                                         env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
@@ -302,6 +304,8 @@ def plan(backends, models, variants):
                             {"kind": "generator", "knobs": knobs}))
     for variant in variants:
         for backend in backends:
+            if backend not in VARIANTS[variant].get("backends", BACKENDS):
+                continue
             entries.append(("resnet20", variant, backend,
                             {"kind": "train", "model": "ResNet-20 v1", "variant": variant}, {"kind": "pytorch"}))
     for model in models:
@@ -320,9 +324,10 @@ def measure(entries, windows, seconds, log=print):
     workers = {}
 
     def worker_for(task, backend):
-        key = backend if task["kind"] in ("augment", "train") else task["kind"]
+        env = VARIANTS.get(task.get("variant"), {}).get("env", {})
+        key = (backend, json.dumps(env, sort_keys=True)) if task["kind"] in ("augment", "train") else task["kind"]
         if key not in workers:
-            workers[key] = Worker(backend if task["kind"] in ("augment", "train") else None)
+            workers[key] = Worker(backend if task["kind"] in ("augment", "train") else None, env)
         return workers[key]
 
     raw = [{"ours": [], "peer": [], "errors": []} for _ in entries]

@@ -18,8 +18,8 @@ class FakeWorker:
     calls = []
     rates = {}
 
-    def __init__(self, backend):
-        self.backend = backend
+    def __init__(self, backend, env=None):
+        self.backend, self.env = backend, env
 
     def window(self, task, seconds):
         FakeWorker.calls.append(task["kind"])
@@ -66,3 +66,20 @@ def test_readme_speed_table_is_the_committed_run():
         readme = f.read()
     assert f"{throughput.BEGIN}\n{table}\n{throughput.END}" in readme, \
         "run python3 benchmarks/throughput.py --readme (or copy benchmarks/results/throughput.md)"
+
+
+def test_a_setting_with_its_own_environment_gets_its_own_worker(monkeypatch):
+    """TF_NUM_INTEROP_THREADS must be set before TensorFlow starts: that
+    setting is measured in a worker of its own, and only under TensorFlow."""
+    monkeypatch.setattr(throughput, "Worker", FakeWorker)
+    started = []
+    monkeypatch.setattr(FakeWorker, "__init__", lambda self, backend, env=None: started.append((backend, env)))
+    FakeWorker.rates = {"train": [{"rate": 1.0, "seconds": 1.0}] * 2, "pytorch": [{"rate": 1.0, "seconds": 1.0}] * 2}
+    entries = [e for e in throughput.plan(["tensorflow", "torch"], [], ["default (float32, augmentation on)",
+                                                                        "TensorFlow inter-op threads 1"])
+               if e[0] == "resnet20"]
+    assert [(e[1], e[2]) for e in entries] == [("default (float32, augmentation on)", "tensorflow"),
+                                               ("default (float32, augmentation on)", "torch"),
+                                               ("TensorFlow inter-op threads 1", "tensorflow")]
+    throughput.measure(entries[::2], windows=1, seconds=1.0, log=lambda *a: None)
+    assert started == [("tensorflow", {}), (None, {}), ("tensorflow", {"TF_NUM_INTEROP_THREADS": "1"})]
