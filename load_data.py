@@ -595,8 +595,6 @@ class ImageFiles:
     Slicing (`files[:1000]`, `files[-200:]`) gives ImageFiles again, reading
     nothing; `read(indices)` reads those images into an array."""
 
-    dtype, ndim = np.dtype(np.uint8), 4
-
     def __init__(self, paths, size, channels):
         self.paths, self.size, self.channels = list(paths), size, channels
 
@@ -689,8 +687,9 @@ def load_folder(root, image_size=32, color="rgb", test_fraction=0.2, seed=0, str
             test_files[name] = [files[i] for i in sorted(order[:n_test])]
             train_files[name] = [files[i] for i in sorted(order[n_test:])]
 
+    n_train = sum(len(f) for f in train_files.values())
     if stream is None:
-        count = sum(len(f) for f in train_files.values()) + sum(len(f) for f in test_files.values())
+        count = n_train + sum(len(f) for f in test_files.values())
         need, free = count * image_size * image_size * channels, memory_available()
         stream = free is not None and need > free / 2
         if stream:
@@ -703,7 +702,6 @@ def load_folder(root, image_size=32, color="rgb", test_fraction=0.2, seed=0, str
         if order is not None:
             paths, labels = [paths[i] for i in order], [labels[i] for i in order]
         return _read_all(paths, labels, image_size, channels, stream)
-    n_train = sum(len(f) for f in train_files.values())
     order = np.random.default_rng(seed).permutation(n_train)  # classes mixed, for --subset and --val-split
     return split(train_files, order), split(test_files), tuple(classes)
 

@@ -469,6 +469,9 @@ def train(model, args, data, *, name, batch_size, epochs, schedule=None,
     num_classes = len(class_names)
     out = args.output_dir
     multi_worker = getattr(args, "multi_worker", None)
+    if multi_worker is not None and streaming.streamed(x_train):
+        raise UsageError("a folder streamed from disk cannot train multi-worker (TF_CONFIG is set); "
+                         "use one machine, or a folder that fits in memory")
     if multi_worker is not None:
         import multiworker
         if not multiworker.is_chief():  # only worker 0 writes; the others write to a scratch folder
@@ -502,9 +505,6 @@ def train(model, args, data, *, name, batch_size, epochs, schedule=None,
     targets, val_targets = one_hot(y_train, num_classes), one_hot(y_val, num_classes)
     validation = streaming.FileBatches(x_val, val_targets, max(batch_size, 256)) if streaming.streamed(x_val) \
         else (x_val, val_targets)
-    if multi_worker is not None and streaming.streamed(x_train):
-        raise UsageError("a folder streamed from disk cannot train multi-worker (TF_CONFIG is set); "
-                         "use one machine, or a folder that fits in memory")
     start = time.perf_counter()
     try:
         if multi_worker is None:
