@@ -51,6 +51,25 @@ def real_data(real_home, monkeypatch):
     return REAL_DATA
 
 
+SHORT_TEST_IMAGES = 2000
+
+
+@pytest.fixture
+def short_test_set(monkeypatch, real_data):
+    """The real data sets with only the first SHORT_TEST_IMAGES test images
+    (CIFAR-10 and Fashion-MNIST): a test figure in seconds, not minutes."""
+    import load_data
+
+    def shorten(loader):
+        def load(data_dir=None):
+            train, (x_test, y_test) = loader(data_dir)
+            return train, (x_test[:SHORT_TEST_IMAGES], y_test[:SHORT_TEST_IMAGES])
+        return load
+    monkeypatch.setattr(load_data, "load_data", shorten(load_data.load_data))
+    monkeypatch.setattr(load_data, "load_fashion_mnist", shorten(load_data.load_fashion_mnist))
+    return real_data
+
+
 def write_batch(path, data, labels, label="batch"):
     """A batch in the official format: a protocol-2 pickle with bytes keys."""
     batch = {b"batch_label": label.encode(), b"labels": [int(v) for v in labels],

@@ -35,12 +35,19 @@ MODELS = {
 }
 BACKENDS = [b for b in ("tensorflow", "torch", "jax") if importlib.util.find_spec(b)]
 
-# Run in a fresh interpreter, outside the repository, with nothing of ours importable.
+# Run in a fresh interpreter, outside the repository, with nothing of ours
+# importable: every checkpoint in one interpreter (a start-up per backend, not
+# per checkpoint), each on its own, so one that fails to open spoils no other.
 LOAD_AND_PREDICT = """
-import sys, numpy as np, keras
-model = keras.models.load_model(sys.argv[1], compile=False)
-np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))
+import sys, traceback, numpy as np, keras
 print(keras.backend.backend())
+for path, x_path, out_path in zip(*[iter(sys.argv[1:])] * 3):
+    try:
+        model = keras.models.load_model(path, compile=False)
+        np.save(out_path, model.predict(np.load(x_path), verbose=0))
+    except Exception:
+        print(f"--- {path}", file=sys.stderr)
+        traceback.print_exc()
 """
 
 
@@ -60,19 +67,39 @@ def checkpoints(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def opened_under(checkpoints, tmp_path_factory):
+    """opened_under(backend): (the backend the fresh interpreter ran, its
+    stderr, {script: the path of its predictions}), one interpreter a backend."""
+    runs = {}
+
+    def run(backend):
+        if backend not in runs:
+            folder = tmp_path_factory.mktemp(f"opened_{backend}")
+            env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+            env.update(KERAS_BACKEND=backend, HOME=str(folder), TF_CPP_MIN_LOG_LEVEL="3")
+            args, outputs = [], {}
+            for script, (path, x_path, _) in checkpoints.items():
+                outputs[script] = folder / f"{script}_p.npy"
+                args += [path, x_path, str(outputs[script])]
+            result = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT] + args, cwd=folder, env=env,
+                                    capture_output=True, text=True, timeout=600)
+            assert result.returncode == 0, result.stderr[-3000:]
+            runs[backend] = (result.stdout.strip().splitlines()[0], result.stderr, outputs)
+        return runs[backend]
+    return run
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("script", list(MODELS))
-def test_plain_load_model_opens_every_script_checkpoint_anywhere(script, backend, checkpoints, tmp_path):
-    path, x_path, expected = checkpoints[script]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(KERAS_BACKEND=backend, HOME=str(tmp_path), TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, path, x_path, str(tmp_path / "p.npy")],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == backend
+def test_plain_load_model_opens_every_script_checkpoint_anywhere(script, backend, checkpoints, opened_under):
+    path, _, expected = checkpoints[script]
+    ran, errors, outputs = opened_under(backend)
+    assert ran == backend
+    assert outputs[script].exists(), errors[-3000:]
     # Another backend's kernels sum in another order: through VGG-19's 16 convolutions float32
     # round-off reaches 3e-5 of a probability (seen on a loaded machine); a wrong layer is far more.
-    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), expected, atol=1e-5 if backend == "tensorflow" else 1e-4)
+    np.testing.assert_allclose(np.load(outputs[script]), expected, atol=1e-5 if backend == "tensorflow" else 1e-4)
 
 
 def test_no_custom_layer_in_any_checkpoint(checkpoints):

@@ -4,16 +4,16 @@ Each check runs a script's main() with nothing changed but the number of
 epochs, the training subset and, where a subset of a few thousand images would
 give too few steps, the batch size; so it trains with the script's own
 optimizer, learning rate, schedule, initialisation and augmentation. It then
-asserts a test accuracy (on the first 2,000 real test images) well above the
-10% of chance. These are not timings. Each would fail on a default that does
-not learn: All-CNN-C with Keras's glorot_uniform initialisation or at SGD 0.1
-stays at 10% (11.5% at most), and VGG-19 and ResNet-18 with Keras's batch-norm
-momentum of 0.99 sat at chance on the test set while their training accuracy
-climbed. The floors sit below what each check gave on the CI-class CPU (from
-simple to ResNet-18: 42, 39, 31, 24, 34, 22, 24 and 72%; All-CNN-C on 3,000
-images and ResNet-18 on 2,000 since 2026-11-24, to keep the suite short;
-VGG-19 on 1,500 images gave 19%, too near its floor), where training with a
-fixed seed repeats itself.
+asserts a test accuracy (on the first 2,000 real test images:
+conftest.short_test_set) well above the 10% of chance. These are not timings.
+Each would fail on a default that does not learn: All-CNN-C with Keras's
+glorot_uniform initialisation or at SGD 0.1 stays at 10% (11.5% at most), and
+VGG-19 and ResNet-18 with Keras's batch-norm momentum of 0.99 sat at chance on
+the test set while their training accuracy climbed. The floors sit below what
+each check gave on the CI-class CPU (from simple to ResNet-18: 42, 39, 31, 24,
+34, 22, 24 and 72%; All-CNN-C on 3,000 images and ResNet-18 on 2,000 since
+2026-11-24, to keep the suite short; VGG-19 on 1,500 images gave 19%, too near
+its floor), where training with a fixed seed repeats itself.
 """
 
 import json
@@ -21,27 +21,10 @@ import json
 import pytest
 
 import allconv_cifar
-import load_data
 import resnet18_fashion_mnist
 import resnet_cifar
 import simple_cnn
 import vgg19_cifar
-
-TEST_IMAGES = 2000
-
-
-@pytest.fixture
-def short_test_set(monkeypatch, real_data):
-    """The real training images, and the first TEST_IMAGES real test images."""
-    def shorten(loader):
-        def load(data_dir=None):
-            train, (x_test, y_test) = loader(data_dir)
-            return train, (x_test[:TEST_IMAGES], y_test[:TEST_IMAGES])
-        return load
-    monkeypatch.setattr(load_data, "load_data", shorten(load_data.load_data))
-    monkeypatch.setattr(load_data, "load_fashion_mnist", shorten(load_data.load_fashion_mnist))
-    return real_data
-
 
 CHECKS = [  # (id, script module, its flags, summary file, test-accuracy floor)
     ("simple", simple_cnn, ["--model", "simple", "--subset", "4000", "--epochs", "2"],

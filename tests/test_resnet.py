@@ -99,8 +99,9 @@ def test_resnet18_resizes_inside_the_model():
     assert model.inputs[0].shape[1:] == (28, 28, 1)
 
 
-def test_resnet18_on_real_fashion_mnist(real_data, tmp_path, capsys):
+def test_resnet18_on_real_fashion_mnist(short_test_set, tmp_path, capsys):
     """End to end on a 300-image real subset, then predict.py on its checkpoint."""
+    real_data = short_test_set
     import cv2
     import load_data
     out = tmp_path / "out"
