@@ -64,6 +64,10 @@ VARIANTS = {
     # TensorFlow runs independent ops side by side, each on all cores: on 2 cores they fight
     "TensorFlow inter-op threads 1": dict(env={"TF_NUM_INTEROP_THREADS": "1"}, backends=("tensorflow",)),
     "batch 256": dict(batch_size=256),
+    # torch convolves channels-first: a channels-last Keras model is transposed around every convolution
+    "channels-first layers (torch)": dict(data_format="channels_first", backends=("torch",)),
+    "channels-first layers, bfloat16 (torch)": dict(data_format="channels_first", policy="mixed_bfloat16",
+                                                    backends=("torch",)),
 }
 
 
@@ -158,6 +162,25 @@ def generator_runner(knobs):
     return run
 
 
+def built_channels_first(build, augment):
+    """`build(augment)` with channels-first convolutions and pooling, batch
+    norm on axis 1 and the preprocessed image transposed to (channels, height,
+    width): for this measurement only (the scripts build channels-last models;
+    the checkpoint still takes height x width x channels pixels)."""
+    import functools
+    import keras
+    training = script("training")
+    batch_norm, preprocess = keras.layers.BatchNormalization, training.preprocess
+    keras.layers.BatchNormalization = functools.partial(batch_norm, axis=1)
+    training.preprocess = lambda *a, **k: keras.layers.Permute((3, 1, 2))(preprocess(*a, **k))
+    keras.config.set_image_data_format("channels_first")
+    try:
+        return build(augment)
+    finally:
+        keras.layers.BatchNormalization, training.preprocess = batch_norm, preprocess
+        keras.config.set_image_data_format("channels_last")
+
+
 def training_runner(model_name, variant):
     """model.fit over uint8 arrays, as the scripts train: SGD with Nesterov
     momentum, one-hot targets, the script's augmentation unless switched off."""
@@ -168,7 +191,8 @@ def training_runner(model_name, variant):
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy(v.get("policy", "float32"))
     try:
-        model = build(augment if v.get("augment", True) else None)
+        augment = augment if v.get("augment", True) else None
+        model = built_channels_first(build, augment) if v.get("data_format") == "channels_first" else build(augment)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), "categorical_crossentropy",

@@ -83,3 +83,26 @@ def test_a_setting_with_its_own_environment_gets_its_own_worker(monkeypatch):
                                                ("TensorFlow inter-op threads 1", "tensorflow")]
     throughput.measure(entries[::2], windows=1, seconds=1.0, log=lambda *a: None)
     assert started == [("tensorflow", {}), (None, {}), ("tensorflow", {"TF_NUM_INTEROP_THREADS": "1"})]
+
+
+def test_the_channels_first_variant_is_the_same_network_in_the_other_layout():
+    """The layout variant measures the same ResNet-20: with the default
+    model's weights it predicts the same, and it leaves the global image
+    format and the patched builders as they were."""
+    import keras
+    import numpy as np
+    import training
+    build = throughput.MODELS["ResNet-20 v1"][0]
+    keras.utils.set_random_seed(0)
+    usual = build(None)
+    first = throughput.built_channels_first(build, None)
+    convs = [layer for layer in first.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs and all(layer.data_format == "channels_first" for layer in convs)
+    assert all(layer.axis == 1 for layer in first.layers if isinstance(layer, keras.layers.BatchNormalization))
+    assert first.inputs[0].shape[1:] == (32, 32, 3)  # still takes height x width x channels pixels
+    first.set_weights(usual.get_weights())  # the same shapes in either layout
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("uint8")
+    np.testing.assert_allclose(first.predict(x, verbose=0), usual.predict(x, verbose=0), atol=1e-5)
+    assert keras.config.image_data_format() == "channels_last"
+    assert keras.layers.BatchNormalization is keras.src.layers.BatchNormalization
+    assert training.preprocess.__module__ == "training"
