@@ -397,10 +397,13 @@ def ratio(s):
     return f"{s['median']:.2f}x ({s['min']:.2f}-{s['max']:.2f})"
 
 
+def windows_text(n):
+    return f"{n} window{'s' * (n != 1)}"
+
+
 def markdown(report):
     rows = report["results"]
-    windows = f"{report['windows']} window{'s' * (report['windows'] != 1)}"
-    lines = [f"Measured on {report['machine']}, {report['date']}: {windows} of about "
+    lines = [f"Measured on {report['machine']}, {report['date']}: {windows_text(report['windows'])} of about "
              f"{report['seconds']:g} s per figure, ours alternating with the peer; median (min-max) images/s; "
              f"speed-up = median of the window-by-window ratios. Versions: "
              + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".", ""]
@@ -479,8 +482,7 @@ def main(argv=None):
               "windows": args.windows, "seconds": args.seconds, "batch_size": BATCH,
               "generator": "tf_keras.preprocessing.image.ImageDataGenerator" if importlib.util.find_spec(
                   "tf_keras") else "keras.src.legacy.preprocessing.image.ImageDataGenerator"}
-    print(f"Throughput on {report['machine']}: {args.windows} window{'s' * (args.windows != 1)} "
-          f"of about {args.seconds:g} s per figure")
+    print(f"Throughput on {report['machine']}: {windows_text(args.windows)} of about {args.seconds:g} s per figure")
     report["results"] = measure(plan(args.backends, args.models, args.variants), args.windows, args.seconds)
     table = markdown(report)
     os.makedirs(args.out, exist_ok=True)
