@@ -14,6 +14,14 @@ was 28.66% against 79% on the training batches; after 31 steps with 0.9 the
 model predicted two classes (15.3%), and with the same weights its batch
 statistics gave 73%. After 94 steps (batch 32) with 0.9: 76.3%.
 
+Two more changes from the seed, both for its 5 epochs: the learning rate
+follows a cosine from 1e-3 towards 0 (per epoch: 1.0, 0.90, 0.65, 0.35 and
+0.10 of it) instead of staying at 1e-3, and images are mirrored left-right
+at random. With the seed's constant rate and no augmentation (2026-11-24,
+full data) the test accuracy stopped improving after the second epoch at
+about 90% while the training accuracy rose to 94.6%. `--schedule constant
+--no-horizontal-flip` is the seed's recipe.
+
 `--stem cifar` swaps the stem for a 3x3 stride-1 convolution without max-pool
 and keeps the input at its own size (the usual CIFAR variant).
 
@@ -27,6 +35,7 @@ import keras
 from keras import layers
 
 import cli
+import schedules
 import training
 
 # Hyperparameters (each can be overridden on the command line: --epochs 5).
@@ -36,8 +45,9 @@ RESIZE = 96  # imagenet stem: images are resized to RESIZE x RESIZE inside the m
 IMAGE_SIZE = 96  # --dataset FOLDER: images are read at IMAGE_SIZE x IMAGE_SIZE (the size the stem works at)
 EPOCHS = 5  # passes over the training images
 BATCH_SIZE = 64  # images per gradient step
-LEARNING_RATE = 1e-3  # Adam's learning rate
-HORIZONTAL_FLIP = False  # random left-right mirror (the seed has no augmentation)
+LEARNING_RATE = 1e-3  # Adam's learning rate (the peak, under the cosine schedule)
+SCHEDULE = "cosine"  # cosine (decays towards 0 by the last epoch) or constant (the seed's)
+HORIZONTAL_FLIP = True  # random left-right mirror (the seed has no augmentation)
 BN_MOMENTUM = 0.9  # batch norm's moving averages (Keras's 0.99 lags the weights: 29% test vs 79% train early on)
 VAL_SPLIT = 0.0  # fraction of training images held out for validation (0: the test set, as the seed)
 
@@ -85,7 +95,7 @@ def build_model(stem=STEM, input_shape=(28, 28, 1), resize=RESIZE, num_classes=1
 
 def main(argv=None):
     args = cli.parse_args(__file__, __doc__.splitlines()[0], argv,
-                          choices={"STEM": ("imagenet", "cifar")})
+                          choices={"STEM": ("imagenet", "cifar"), "SCHEDULE": ("cosine", "constant")})
     scope = training.setup(args)
 
     # Data
@@ -102,7 +112,9 @@ def main(argv=None):
 
     # Training and evaluation
     name = training.run_name(args, "resnet18" + ("_cifarstem" if args.stem == "cifar" else ""))
-    training.train(model, args, data, name=name, batch_size=args.batch_size, epochs=args.epochs)
+    schedule = schedules.warmup_cosine(args.learning_rate, args.epochs, 0) if args.schedule == "cosine" else None
+    training.train(model, args, data, name=name, batch_size=args.batch_size, epochs=args.epochs,
+                   schedule=schedule)
     return 0
 
 

@@ -1,5 +1,6 @@
 """resnet_cifar.py and resnet18_fashion_mnist.py."""
 
+import csv
 import json
 
 import numpy as np
@@ -97,6 +98,33 @@ def test_resnet18_resizes_inside_the_model():
     model = R18.build_model("imagenet", (28, 28, 1), resize=96)
     assert model.get_layer("resize").output.shape[1:3] == (96, 96)
     assert model.inputs[0].shape[1:] == (28, 28, 1)
+
+
+def test_resnet18_defaults_decay_the_rate_and_mirror(tmp_path, monkeypatch):
+    """The default recipe: a cosine from LEARNING_RATE epoch by epoch and a
+    random mirror in the model; `--schedule constant --no-horizontal-flip`
+    is the seed's (constant rate, no augmentation layer)."""
+    import augment
+    from helpers import use_synthetic
+    use_synthetic(monkeypatch, 32, 16)
+    seen = []
+    monkeypatch.setattr(training, "save_h5", lambda model, *a, **k: seen.append(model))
+    common = ["--dataset", "cifar10", "--resize", "32", "--epochs", "3", "--batch-size", "16", "--verbose", "0"]
+    rates = {}
+    for name, extra in [("default", []), ("seed", ["--schedule", "constant", "--no-horizontal-flip"])]:
+        out = tmp_path / name
+        R18.main(common + extra + ["--output-dir", str(out)])
+        with open(out / "cifar10_resnet18_history.csv", newline="") as f:
+            rates[name] = [float(r.get("learning_rate") or "nan") for r in csv.DictReader(f)]
+    cosine = schedules.warmup_cosine(R18.LEARNING_RATE, 3, 0)
+    assert rates["default"] == pytest.approx([cosine(e) for e in range(3)])
+    assert rates["default"][0] == pytest.approx(R18.LEARNING_RATE) and rates["default"][2] < R18.LEARNING_RATE / 3
+    default_model, seed_model = seen[0], seen[-1]
+    mirrors = [layer for layer in default_model.layers if isinstance(layer, augment.RandomAffine)]
+    assert len(mirrors) == 1 and mirrors[0].horizontal_flip and not mirrors[0].resamples
+    assert not any(isinstance(layer, augment.RandomAffine) for layer in seed_model.layers)
+    optimizer_rate = float(keras.ops.convert_to_numpy(seed_model.optimizer.learning_rate))
+    assert optimizer_rate == pytest.approx(R18.LEARNING_RATE)
 
 
 def test_resnet18_on_real_fashion_mnist(short_test_set, tmp_path, capsys):
