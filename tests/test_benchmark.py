@@ -106,3 +106,21 @@ def test_the_channels_first_variant_is_the_same_network_in_the_other_layout():
     assert keras.config.image_data_format() == "channels_last"
     assert keras.layers.BatchNormalization is keras.src.layers.BatchNormalization
     assert training.preprocess.__module__ == "training"
+
+
+def test_profile_sums_each_operator_into_its_kind():
+    import importlib
+    import profile_torch
+    before = os.environ.get("KERAS_BACKEND")
+    importlib.reload(profile_torch)  # importing it must not switch the backend of what runs after
+    assert os.environ.get("KERAS_BACKEND") == before
+    ops = {"aten::mkldnn_convolution": 3000.0, "aten::convolution_backward": 5000.0,
+           "aten::native_batch_norm_backward": 1000.0, "aten::copy_": 2000.0, "aten::_foreach_add_": 400.0,
+           "aten::add": 600.0, "aten::mul": 1000.0, "aten::view": 200.0, "Optimizer.step#SGD.step": 800.0}
+    ms = profile_torch.by_kind(ops, batches=2)  # microseconds -> milliseconds per batch
+    assert ms["convolution, forward and backward"] == pytest.approx(4.0)
+    assert ms["native batch norm"] == pytest.approx(0.5)
+    assert ms["copies (layout changes, casts)"] == pytest.approx(1.0)
+    assert ms["element-wise arithmetic and reductions"] == pytest.approx(1.0)
+    assert ms[profile_torch.OTHER] == pytest.approx(0.5)
+    assert ms["total"] == pytest.approx(sum(ops.values()) / 1000 / 2)
