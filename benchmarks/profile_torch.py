@@ -16,7 +16,6 @@ both sides; its images/s are for the proportions, not for the Speed table
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -113,14 +112,7 @@ def main(argv=None):
     report["keras_torch"] = {v: profile(throughput.training_runner("ResNet-20 v1", v), args.batches)
                              for v in args.variants}
     report["pytorch"] = profile(throughput.pytorch_runner(), args.batches)
-    table = markdown(report)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "profile_torch.json"), "w") as f:
-        json.dump(report, f, indent=2)
-    with open(os.path.join(args.out, "profile_torch.md"), "w") as f:
-        f.write(table)
-    print(table)
-    print(f"Written: {os.path.join(args.out, 'profile_torch.json')} and profile_torch.md")
+    throughput.save_report(report, markdown(report), args.out, "profile_torch")
     return 0
 
 
