@@ -62,9 +62,7 @@ def profile(run, batches, warmup=3):
         start = time.perf_counter()
         images = run(batches)
         seconds = time.perf_counter() - start
-    ops = {}
-    for event in prof.key_averages():
-        ops[event.key] = ops.get(event.key, 0.0) + event.self_cpu_time_total
+    ops = {event.key: event.self_cpu_time_total for event in prof.key_averages()}  # one row per operator
     return {"images_per_s_under_profiler": images / seconds, "ms_per_batch": by_kind(ops, batches),
             "top_ops_ms_per_batch": {k: v / 1000 / batches for k, v in
                                      sorted(ops.items(), key=lambda kv: -kv[1])[:12]}}
