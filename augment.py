@@ -10,7 +10,11 @@ per image it draws
     angle  uniform in [-rotation_range, rotation_range] degrees,
     zx, zy uniform in [1 - zoom_range, 1 + zoom_range], independently,
     tx, ty uniform in [-width_shift_range, width_shift_range] x width
-           (and height_shift_range x height),
+           (and height_shift_range x height) for a fraction below 1; for a
+           whole number s of pixels (1 or more), a whole shift uniform in
+           {-s, ..., s}: exact, the "pad s pixels and crop" of the ResNet
+           paper (ImageDataGenerator draws whole shifts from {-(s-1), ..., s-1}
+           with 0 twice as likely, which we do not copy),
     a left-right (top-bottom) mirror with probability 1/2 when asked,
 
 composes them into one affine map (output pixel -> input pixel, about the
@@ -50,6 +54,9 @@ class RandomAffine(layers.Layer):
         super().__init__(**kwargs)
         if fill_mode not in FILL_MODES:
             raise UsageError(f"fill_mode must be constant, nearest, reflect or wrap, got {fill_mode!r}")
+        for knob, value in (("width_shift_range", width_shift_range), ("height_shift_range", height_shift_range)):
+            if not (0 <= value < 1 or (value >= 1 and float(value).is_integer())):
+                raise UsageError(f"{knob} must be a fraction in [0, 1) or a whole number of pixels, got {value!r}")
         self.rotation_range, self.zoom_range = float(rotation_range), float(zoom_range)
         self.width_shift_range, self.height_shift_range = float(width_shift_range), float(height_shift_range)
         self.horizontal_flip, self.vertical_flip = bool(horizontal_flip), bool(vertical_flip)
@@ -71,8 +78,8 @@ class RandomAffine(layers.Layer):
             "angle": u[:, 0] * math.radians(self.rotation_range),
             "zx": 1.0 + u[:, 1] * self.zoom_range,
             "zy": 1.0 + u[:, 2] * self.zoom_range,
-            "tx": u[:, 3] * self.width_shift_range * width,
-            "ty": u[:, 4] * self.height_shift_range * height,
+            "tx": _shift(u[:, 3], self.width_shift_range, width),
+            "ty": _shift(u[:, 4], self.height_shift_range, height),
             "fx": sign(self.horizontal_flip, u[:, 5]),
             "fy": sign(self.vertical_flip, u[:, 6]),
         }
@@ -116,6 +123,15 @@ class RandomAffine(layers.Layer):
                     width_shift_range=self.width_shift_range, height_shift_range=self.height_shift_range,
                     zoom_range=self.zoom_range, horizontal_flip=self.horizontal_flip,
                     vertical_flip=self.vertical_flip, fill_mode=self.fill_mode, cval=self.cval, seed=self.seed)
+
+
+def _shift(u, shift_range, size):
+    """A shift in pixels from `u` uniform in [-1, 1): a fraction of `size` for
+    a range below 1, else a whole number uniform in {-range, ..., range}."""
+    if shift_range < 1:
+        return u * shift_range * size
+    steps = 2 * shift_range + 1
+    return ops.clip(ops.floor((u + 1.0) / 2.0 * steps), 0, steps - 1) - shift_range
 
 
 def _fix(index, size, fill_mode):
@@ -177,7 +193,8 @@ def augmentation(rotation_range=0.0, width_shift_range=0.0, height_shift_range=0
     layers acting in training only: one RandomAffine, or none when nothing is on.
 
     rotation_range: degrees, uniform in [-r, r];
-    width_shift_range / height_shift_range: fraction of width / height;
+    width_shift_range / height_shift_range: fraction of width / height below 1,
+        whole pixels (uniform in {-s, ..., s}) from 1 up;
     zoom_range: z, zoom factors uniform in [1 - z, 1 + z] per axis;
     horizontal_flip / vertical_flip: random mirror left-right / top-bottom;
     fill_mode: 'constant', 'nearest', 'reflect' or 'wrap'; cval: the constant."""

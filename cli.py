@@ -82,7 +82,9 @@ RULES = [
     (lambda n: n.endswith(("MIN_LR", "WEIGHT_DECAY", "PATIENCE")) or n == "RESIZE", lambda v: v >= 0, "0 or more"),
     (lambda n: n.endswith("LEARNING_RATE"), lambda v: v > 0, "more than 0"),
     (lambda n: n.endswith("FACTOR"), lambda v: 0 < v <= 1, "in (0, 1]"),
-    (lambda n: n.endswith(("MOMENTUM", "DROPOUT", "SPLIT", "SMOOTHING", "SHIFT", "SHIFT_RANGE", "ZOOM_RANGE")),
+    (lambda n: n.endswith(("SHIFT", "SHIFT_RANGE")), lambda v: 0 <= v < 1 or (v >= 1 and float(v).is_integer()),
+     "a fraction in [0, 1) or a whole number of pixels (1 or more)"),
+    (lambda n: n.endswith(("MOMENTUM", "DROPOUT", "SPLIT", "SMOOTHING", "ZOOM_RANGE")),
      lambda v: 0 <= v < 1, "in [0, 1)"),
     (lambda n: n == "ROTATION_RANGE", lambda v: 0 <= v <= 180, "in [0, 180] degrees"),
 ]

@@ -6,15 +6,45 @@ import os
 import platform
 
 
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # the CPU flags that say bfloat16 runs natively
+
+
+def cpu_flags():
+    """Which of BF16_FLAGS the CPU has (empty where /proc/cpuinfo is not to be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(line.split(":", 1)[1].split() for line in f if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    return [flag for flag in BF16_FLAGS if flag in flags]
+
+
 def machine_description():
-    """The host: CPU model and core count (the accelerator is `device_description`)."""
+    """The host: CPU model, core count and its bfloat16 flags (the accelerator
+    is `device_description`)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {os.cpu_count()} cores"
+    flags = cpu_flags()
+    return f"{cpu}, {os.cpu_count()} cores" + (f", {' '.join(flags)}" if flags else ", no bfloat16 flags")
+
+
+def code_version(folder=None):
+    """The git commit the code runs from and whether the work tree had
+    uncommitted changes: {"commit": sha, "dirty": bool}, or None outside git."""
+    import subprocess
+    folder = folder or os.path.dirname(os.path.abspath(__file__))
+    try:
+        git = lambda *a: subprocess.run(["git", "-C", folder, *a], capture_output=True, text=True,  # noqa: E731
+                                        timeout=20, check=True).stdout.strip()
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": dirty}
 
 
 def device_description():

@@ -488,6 +488,7 @@ def train(model, args, data, *, name, batch_size, epochs, schedule=None,
         "backup": os.path.join(out, f".{name}_resume"),
     }
 
+    code = hardware.code_version()  # at the start: the tree may change while the run trains
     run = {"script": os.path.basename(sys.argv[0]), "dataset": args.dataset, "model": name,
            "hyperparameters": {k: v for k, v in sorted(vars(args).items()) if k != "multi_worker"}}
     best_so_far = _start_or_resume(args, paths, name, epochs, run["hyperparameters"])
@@ -559,6 +560,7 @@ def train(model, args, data, *, name, batch_size, epochs, schedule=None,
         "backend": keras.backend.backend(),
         "device": hardware.device_description(),
         "machine": hardware.machine_description(),
+        "code": code,
         "versions": library_versions(),
         "seed": args.seed,
         "hyperparameters": run["hyperparameters"],
