@@ -149,29 +149,31 @@ def resample(images, transforms, fill_mode="nearest", cval=0.0):
     of `ops.image.affine_transform`'s (batch, 8) form, affine part only): one
     gather of the four neighbours of every output pixel for the whole batch,
     in keras.ops, so it is equally batched under every backend (the torch
-    backend's affine_transform loops over the images). 'constant' pads the
-    images with one ring of `cval` and then clamps like 'nearest': whatever
-    lies outside reads the ring."""
+    backend's affine_transform loops over the images). 'constant' is SciPy's
+    (ImageDataGenerator's): `cval` where the sampled point lies outside the
+    image (beyond the centres of its edge pixels), bilinear inside, with no
+    blending of `cval` into the edge. 'wrap' repeats the image every n pixels
+    (SciPy's 'grid-wrap'), not every n - 1 as ImageDataGenerator does (SciPy's
+    legacy 'wrap', which makes the first and last columns one)."""
     height, width, channels = images.shape[1:]
     t = ops.cast(transforms, "float32")
     rows, cols = [c.reshape(1, -1) for c in np.mgrid[0:height, 0:width].astype("float32")]
-    ring = 1 if fill_mode == "constant" else 0
-    if ring:
-        images = ops.pad(images, [(0, 0), (1, 1), (1, 1), (0, 0)], constant_values=cval)
-        fill_mode = "nearest"
-    x = t[:, 0:1] * cols + t[:, 1:2] * rows + (t[:, 2:3] + ring)  # (batch, pixels): where each output pixel samples
-    y = t[:, 3:4] * cols + t[:, 4:5] * rows + (t[:, 5:6] + ring)
+    x = t[:, 0:1] * cols + t[:, 1:2] * rows + t[:, 2:3]  # (batch, pixels): where each output pixel samples
+    y = t[:, 3:4] * cols + t[:, 4:5] * rows + t[:, 5:6]
     x0, y0 = ops.floor(x), ops.floor(y)
     wx, wy = ops.expand_dims(x - x0, -1), ops.expand_dims(y - y0, -1)
     x0, y0 = ops.cast(x0, "int32"), ops.cast(y0, "int32")
-    h, w = height + 2 * ring, width + 2 * ring  # the (padded) images sampled from
-    first = ops.reshape(ops.arange(ops.shape(images)[0], dtype="int32") * (h * w), (-1, 1))
-    xa, xb = _fix(x0, w, fill_mode), _fix(x0 + 1, w, fill_mode)
-    ra, rb = first + _fix(y0, h, fill_mode) * w, first + _fix(y0 + 1, h, fill_mode) * w
+    edges = "nearest" if fill_mode == "constant" else fill_mode  # constant: x0 + 1 may be one past the edge
+    first = ops.reshape(ops.arange(ops.shape(images)[0], dtype="int32") * (height * width), (-1, 1))
+    xa, xb = _fix(x0, width, edges), _fix(x0 + 1, width, edges)
+    ra, rb = first + _fix(y0, height, edges) * width, first + _fix(y0 + 1, height, edges) * width
     flat = ops.reshape(images, (-1, channels))
     a, b, c, d = (ops.take(flat, index, axis=0) for index in (ra + xa, ra + xb, rb + xa, rb + xb))
     top, bottom = a + wx * (b - a), c + wx * (d - c)
     out = top + wy * (bottom - top)
+    if fill_mode == "constant":
+        inside = ops.logical_and(ops.logical_and(x >= 0, x <= width - 1), ops.logical_and(y >= 0, y <= height - 1))
+        out = ops.where(ops.expand_dims(inside, -1), out, ops.cast(cval, out.dtype))
     return ops.reshape(ops.cast(out, images.dtype), (-1, height, width, channels))
 
 
@@ -179,9 +181,7 @@ def resample(images, transforms, fill_mode="nearest", cval=0.0):
 def _xla_resample():
     """Under TensorFlow: `resample` compiled by XLA as a cluster of its own
     (TensorFlow's own compiler, the one TensorFlow import of this module; the
-    training step around it is not XLA-compiled by default on a CPU): 5-9x
-    its speed as plain graph ops and about 4x TensorFlow's own
-    ImageProjectiveTransformV3 kernel on the 2-core CPU."""
+    training step around it is not XLA-compiled by default on a CPU)."""
     import tensorflow as tf
     return tf.function(resample, jit_compile=True)
 

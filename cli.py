@@ -1,10 +1,27 @@
 """The command line of every script: flags from its hyperparameters, checked.
 
-- `hyperparameters`: a script's top block of `NAME = literal  # comment`
-  lines, which `parse_args` turns into flags (`--name`, help from the comment)
-  beside the flags every script has (`--data-dir`, `--subset`, `--seed`,
-  `--output-dir`, `--resume`, `--fresh`, `--devices`, `--mixed-precision`,
-  `--verbose`);
+- Which constants are hyperparameters: the upper-case names assigned in the
+  block that starts at the script's `# Hyperparameters` comment line and ends
+  at the first blank line; constants after that blank line (NUM_CLASSES,
+  MODELS, ...) are not. `hyperparameters` reads their VALUES from the script's
+  module when the arguments are parsed, so whatever expression made a value
+  (`EPOCHS = 2 * 10`), and whatever Python set it to since
+  (`simple_cnn.EPOCHS = 3` before `simple_cnn.main()`), is the flag's default.
+  Each is a flag (`BATCH_SIZE` -> `--batch-size`) whose help is its comment:
+  the one ending its line (the first or the last line of a value written over
+  several), else the comment line(s) directly above it. A value must be one
+  the command line can give: a number, a string, True/False, None, or a list,
+  tuple or dict of them; anything else (a lambda, an object) is one line
+  naming it, exit 2.
+- `parse_args` turns them into flags beside the flags every script has
+  (`--data-dir`, `--subset`, `--seed`, `--output-dir`, `--resume`, `--fresh`,
+  `--devices`, `--mixed-precision`, `--verbose`, ...). One meaning per flag:
+  a flag the chosen model or recipe does not use is refused, never ignored
+  (`only`: simple_cnn.py's deep_aug knobs); a recipe (`recipes`:
+  resnet_cifar.py's RECIPES) is a named set of defaults for the
+  hyperparameters left at None, which flags and edits override, so args holds
+  the values the run uses; a flag that is gone (`renamed`) names its
+  replacement;
 - every value is checked before any data is read or any model built (sizes
   and epochs positive, rates and factors in range, fractions in [0, 1), the
   data and output folders usable): a bad one is one line on stderr, exit 2;
@@ -14,11 +31,13 @@
 
 import argparse
 import ast
+import copy
 import io
 import os
 import sys
 import tempfile
 import tokenize
+import types
 
 import load_data
 
@@ -27,29 +46,93 @@ class UsageError(Exception):
     """A bad value on the command line or in the hyperparameters."""
 
 
-def hyperparameters(script_path):
-    """The script's top-level `NAME = literal  # comment` lines, in order, as
-    (name, default, comment). The comment is the flag's help."""
-    with open(script_path, encoding="utf-8") as f:
+MARKER = "# Hyperparameters"
+
+
+def script_module(script):
+    """The module of a script: the module itself, or the path of an imported one."""
+    if isinstance(script, types.ModuleType):
+        return script
+    path = os.path.realpath(script)
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and os.path.realpath(file) == path:
+            return module
+    raise ValueError(f"{script} is not imported; pass its module (sys.modules[__name__])")
+
+
+def _assigned_names(node):
+    """The upper-case names a top-level `NAME = ...` (or `A, B = ...`) sets."""
+    if isinstance(node, ast.Assign):
+        targets = node.targets
+    elif isinstance(node, ast.AnnAssign) and node.value is not None:
+        targets = [node.target]
+    else:
+        return []
+    names = []
+    for target in targets:
+        for t in target.elts if isinstance(target, (ast.Tuple, ast.List)) else [target]:
+            if isinstance(t, ast.Name) and t.id.isupper() and t.id not in names:
+                names.append(t.id)
+    return names
+
+
+def hyperparameters(script):
+    """The script's hyperparameters, in order, as (NAME, value, comment): the
+    upper-case names assigned from its `# Hyperparameters` line to the first
+    blank line, each value as the module holds it now. `script`: the module,
+    or the path of an imported one."""
+    module = script_module(script)
+    with open(module.__file__, encoding="utf-8") as f:
         source = f.read()
-    comments = {}
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type == tokenize.COMMENT:
-            comments[tok.start[0]] = tok.string.lstrip("#").strip()
-    found = []
+    lines = source.splitlines()
+    comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    whole_line = {n for n in comments if lines[n - 1].lstrip().startswith("#")}
+    start = next((n for n in sorted(whole_line) if lines[n - 1].startswith(MARKER)), None)
+    if start is None:
+        raise ValueError(f"{module.__file__} has no '{MARKER}' line above its hyperparameters")
+    found, end = [], start
     for node in ast.parse(source).body:
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1
-                and isinstance(node.targets[0], ast.Name)):
+        if node.lineno <= start:
             continue
-        name = node.targets[0].id
-        if not name.isupper() or node.end_lineno not in comments:
-            continue
-        try:
-            value = ast.literal_eval(node.value)
-        except ValueError:
-            continue
-        found.append((name, value, comments[node.end_lineno]))
+        if any(not line.strip() for line in lines[end:node.lineno - 1]):
+            break  # the first blank line ends the block
+        end = node.end_lineno
+        comment = next((comments[n] for n in (node.end_lineno, node.lineno) if n in comments), None)
+        if comment is None:  # the comment line(s) directly above
+            above = node.lineno - 1
+            while above > start and above in whole_line:
+                above -= 1
+            comment = " ".join(comments[n] for n in range(above + 1, node.lineno))
+        for name in _assigned_names(node):
+            found.append((name, getattr(module, name), comment))
     return found
+
+
+def _expressible(value):
+    """Can the command line give this value: a number, a string, True/False,
+    None, or a list, tuple or dict of them?"""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_expressible(v) for v in value)
+    if isinstance(value, dict):
+        return all(_expressible(k) and _expressible(v) for k, v in value.items())
+    return False
+
+
+def _shown(value):
+    text = repr(value)
+    return text if "\n" not in text and len(text) <= 60 else f"a {type(value).__name__}"
+
+
+def number(text):
+    """A whole number if the text is one, else a decimal one."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def _parse_literal(text):
@@ -130,28 +213,99 @@ class OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def parse_args(script_path, description, argv=None, choices=None, extra=None):
-    """Flags for every hyperparameter of the script, plus the common ones, all
-    checked. `choices` maps a hyperparameter name to its allowed values;
-    `extra(parser)` adds script-specific flags that are not hyperparameters."""
-    choices = choices or {}
-    parser = OneLineParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    group = parser.add_argument_group("hyperparameters (edit them at the top of the script)")
-    names = []
-    for name, value, comment in hyperparameters(script_path):
-        flag = "--" + name.lower().replace("_", "-")
-        kwargs = dict(default=value, help=comment.replace("%", "%%"), dest=name.lower())  # argparse formats help with %
-        if isinstance(value, bool):
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each flag's default, except None (its help says what then)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def _flag(name):
+    return "--" + name.lower().replace("_", "-")
+
+
+def _given(parser, argv):
+    """The dests of the flags given on the command line, whatever their values."""
+    unset = object()
+    probe = argparse.Namespace(**{a.dest: unset for a in parser._actions if a.dest != argparse.SUPPRESS})
+    parser.parse_known_args(argv, probe)
+    return {dest for dest, value in vars(probe).items() if value is not unset}
+
+
+def parse_args(script, description, argv=None, choices=None, extra=None, only=None, recipes=None, renamed=None):
+    """Flags for every hyperparameter of `script` (its module, or the path of
+    an imported one), plus the common ones, all checked. Returns argparse's
+    Namespace, holding the values the run uses.
+
+    choices:  {NAME: allowed values}
+    extra:    extra(parser) adds script-specific flags that are not hyperparameters
+    only:     {NAME: {OTHER: values}}: NAME is used only while OTHER has one of
+              those values; given on the command line otherwise, it is refused
+    recipes:  (NAME, {value of NAME: {name: default}}), e.g. ("RECIPE", RECIPES):
+              a hyperparameter left at None takes the chosen recipe's value; one
+              the chosen recipe does not list is refused when given (on the
+              command line, or set to anything but None at the top of the script)
+    renamed:  {old flag: what replaced it}: an old flag is one line naming it
+    """
+    module = script_module(script)
+    script_name = os.path.basename(module.__file__)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = OneLineParser(description=description, formatter_class=_HelpFormatter)
+    for token in argv:
+        old = token.split("=", 1)[0]
+        if old in (renamed or {}):
+            parser.error(f"{old} is now {renamed[old]}")
+
+    found = hyperparameters(module)
+    defaults = {name: value for name, value, _ in found}
+    selector, book = recipes or (None, {})
+    in_recipes = {key for values in book.values() for key in values}  # lower case, as the flags' dests
+    for name, value in defaults.items():
+        if not _expressible(value):
+            parser.error(f"{name} = {_shown(value)} at the top of {script_name}: the command line cannot give "
+                         f"such a value; make it a number, a string, True/False, None, or a list, tuple or "
+                         f"dict of them")
+    for choice, values in book.items():
+        for key, value in values.items():
+            if key.upper() not in defaults:
+                parser.error(f"recipe {choice!r} in {script_name} sets {key!r}, not one of its hyperparameters")
+            if not _expressible(value):
+                parser.error(f"recipe {choice!r} in {script_name} sets {key} = {_shown(value)}: the command line "
+                             f"cannot give such a value")
+
+    choices = dict(choices or {})
+    only = {name: dict(when) for name, when in (only or {}).items()}
+    if book:
+        choices.setdefault(selector, tuple(book))
+        for key in sorted(in_recipes):
+            users = tuple(c for c, values in book.items() if key in values)
+            if len(users) < len(book):  # a hyperparameter only some recipes use
+                only.setdefault(key.upper(), {})[selector] = users
+    for name, when in only.items():
+        for other in (name, *when):
+            if other not in defaults:
+                raise ValueError(f"{script_name}: {other} in `only` is not one of its hyperparameters")
+
+    group = parser.add_argument_group(f"hyperparameters (edit them at the top of {script_name})")
+    for name, value, comment in found:
+        key = name.lower()
+        by_recipe = {c: values[key] for c, values in book.items() if key in values}
+        help = comment or name
+        if by_recipe and value is None:
+            help += " (default by recipe: " + ", ".join(f"{c} {v!r}" for c, v in by_recipe.items()) + ")"
+        kwargs = dict(default=value, help=help.replace("%", "%%"), dest=key)  # argparse formats help with %
+        known = [v for v in (value, *by_recipe.values()) if v is not None]  # what its values look like
+        if known and all(isinstance(v, bool) for v in known):
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif isinstance(value, (int, float)):
-            kwargs["type"] = type(value)
-            kwargs["metavar"] = "N" if isinstance(value, int) else "X"
-        elif isinstance(value, (list, tuple, dict)) or value is None:
+        elif known and all(_number(v) for v in known):
+            kinds = {type(v) for v in known}
+            kwargs["type"] = kinds.pop() if len(kinds) == 1 else number
+            kwargs["metavar"] = "N" if kwargs["type"] is int else "X"
+        elif not (known and all(isinstance(v, str) for v in known)):
             kwargs["type"] = _parse_literal
         if name in choices:
             kwargs["choices"] = choices[name]
-        group.add_argument(flag, **kwargs)
-        names.append((name, flag))
+        group.add_argument(_flag(name), **kwargs)
     common = parser.add_argument_group("every script")
     common.add_argument("--data-dir", default=None,
                         help="folder holding the data (default: $CIFAR_DATA_DIR, then ~/.keras/datasets)")
@@ -169,7 +323,7 @@ def parse_args(script_path, description, argv=None, choices=None, extra=None):
     common.add_argument("--mixed-precision", action="store_true",
                         help="compute in float16 on GPUs, bfloat16 elsewhere; weights and the "
                              "output layer stay float32")
-    if "IMAGE_SIZE" not in [name for name, _ in names]:  # a script may set its own default
+    if "IMAGE_SIZE" not in defaults:  # a script may set its own default
         common.add_argument("--image-size", type=int, default=32, metavar="N",
                             help="--dataset FOLDER: images are resized to N x N")
     common.add_argument("--color", choices=("rgb", "grayscale"), default="rgb",
@@ -182,16 +336,45 @@ def parse_args(script_path, description, argv=None, choices=None, extra=None):
     if extra:
         extra(parser)
     args = parser.parse_args(argv)
-    for name, flag in names:
+    given = _given(parser, argv)
+
+    # A recipe's values for the hyperparameters left at None
+    recipe = book.get(getattr(args, selector.lower()), {}) if book else {}
+    for name in defaults:
+        if getattr(args, name.lower()) is None and name.lower() in recipe:
+            setattr(args, name.lower(), copy.deepcopy(recipe[name.lower()]))
+
+    # One meaning per flag: what the chosen model or recipe does not use is refused
+    unused = set()
+    for name, when in only.items():
+        for other, allowed in when.items():
+            now = getattr(args, other.lower())
+            if now in allowed:
+                continue
+            unused.add(name)
+            why = (f"not used with {_flag(other)} {now} (only with {_flag(other)} "
+                   f"{' or '.join(str(a) for a in allowed)})")
+            if name.lower() in given:
+                parser.error(f"{_flag(name)} is {why}")
+            if name.lower() in in_recipes and defaults[name] is not None:
+                parser.error(f"{name} = {defaults[name]!r} at the top of {script_name} is {why}; "
+                             f"set it to None there")
+            break
+    for name in defaults:
+        if name in unused:
+            continue
         expected = check_value(name, getattr(args, name.lower()))
         if expected:
-            parser.error(f"{flag} must be {expected}, got {getattr(args, name.lower())!r}")
+            parser.error(f"{_flag(name)} must be {expected}, got {getattr(args, name.lower())!r}")
     dataset = getattr(args, "dataset", None)
     if dataset is not None and dataset not in load_data.DATASETS and not os.path.isdir(dataset):
         parser.error(f"--dataset {dataset}: neither one of {', '.join(load_data.DATASETS)} nor a folder of images")
     if args.stream and (dataset is None or dataset in load_data.DATASETS):
         parser.error(f"--stream reads a folder of images (--dataset FOLDER); {dataset or 'this data set'} "
                      f"is read into memory")
+    for dest in ("image_size", "color"):  # a named data set has its own image size and colours
+        if dest in given and (dataset is None or dataset in load_data.DATASETS):
+            parser.error(f"{_flag(dest)} is not used with --dataset {dataset} (only with --dataset FOLDER)")
     if args.image_size < 8:
         parser.error(f"--image-size must be 8 or more, got {args.image_size}")
     if args.resume and args.fresh:

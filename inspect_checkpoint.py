@@ -7,10 +7,16 @@
 
 Prints the model (name, parameters, input shape), the run stored in the file
 (script, dataset, hyperparameters, epoch, metrics), and one pass over the test
-set of the checkpoint's data set: accuracy, loss, and per-class precision,
+set the checkpoint was tested on: accuracy, loss, and per-class precision,
 recall and F1. Writes beside the checkpoint (or into --output-dir) a labelled
 confusion matrix (`<name>_confusion.png`) and a grid of the most confident
 mistakes (`<name>_mistakes.png`).
+
+The test set comes from the checkpoint's run metadata (predict.test_set): a
+built-in data set's, or the test split of the folder it was trained on, made
+again exactly as training made it, so the accuracy is the run's own;
+`--dataset FOLDER` (or `--data-dir` its new parent) finds a folder that
+moved. A data set that does not fit the checkpoint is one line, exit status 1.
 """
 
 import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
@@ -24,6 +30,7 @@ import numpy as np
 import legacy  # noqa: F401 (opens checkpoints written before the collection used Keras's own layers)
 import load_data
 import predict
+import streaming
 import training
 
 def confusion_matrix(y_true, y_pred, n):
@@ -45,8 +52,12 @@ def per_class(matrix):
 
 
 def evaluate(model, x, y, batch_size=256):
-    """(probabilities, report) for one pass over (x, y)."""
-    probabilities = model.predict(x, batch_size=batch_size, verbose=0)
+    """(probabilities, report) for one pass over (x, y); x an array, or
+    load_data.ImageFiles read batch by batch (streaming.FileBatches)."""
+    if streaming.streamed(x):
+        probabilities = model.predict(streaming.FileBatches(x, np.zeros(len(x)), batch_size), verbose=0)
+    else:
+        probabilities = model.predict(x, batch_size=batch_size, verbose=0)
     y = np.ravel(y).astype(np.int64)
     predicted = probabilities.argmax(axis=1)
     n = probabilities.shape[1]
@@ -116,29 +127,30 @@ def plot_mistakes(x, y, probabilities, indices, names, path, title):
     return path
 
 
-def inspect(path, data_dir=None, output_dir=None, mistakes=32):
-    """Everything the command prints and writes for one checkpoint, as a dict."""
+def inspect(path, data_dir=None, output_dir=None, mistakes=32, dataset=None):
+    """Everything the command prints and writes for one checkpoint, as a dict.
+    `dataset`/`data_dir`: see predict.test_set."""
     model, names = predict.load_checkpoint(path)
     _, run = training.read_run(path)
-    dataset = predict.dataset_of(run, model)
-    _, (x_test, y_test), _ = load_data.load(dataset, data_dir)
-    x = x_test.reshape((-1,) + tuple(model.inputs[0].shape[1:]))
+    x, y_test, about = predict.test_set(path, model, dataset, data_dir)
     probabilities, report = evaluate(model, x, y_test)
     stem = os.path.splitext(os.path.basename(path))[0]
     folder = output_dir or os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    title = f"{model.name} on the {dataset} test set: accuracy {report['accuracy']:.2%}"
+    title = f"{model.name} on the {load_data.label(about['dataset'])} test set: accuracy {report['accuracy']:.2%}"
+    shown = confident_mistakes(probabilities, y_test, mistakes)
+    images = x.read(shown) if streaming.streamed(x) else x[shown]
     files = {
         "confusion_png": plot_confusion(report["confusion_matrix"], names,
                                         os.path.join(folder, f"{stem}_confusion.png"), title),
-        "mistakes_png": plot_mistakes(x, y_test, probabilities, confident_mistakes(probabilities, y_test, mistakes),
+        "mistakes_png": plot_mistakes(images, np.ravel(y_test)[shown], probabilities[shown], range(len(shown)),
                                       names, os.path.join(folder, f"{stem}_mistakes.png"),
                                       f"{model.name}: the {mistakes} most confident mistakes"),
     }
     return {
         "checkpoint": path, "model": model.name, "parameters": int(model.count_params()),
-        "input_shape": list(model.inputs[0].shape[1:]), "class_names": names, "dataset": dataset,
-        "run": run, "test": report, "files": files,
+        "input_shape": list(model.inputs[0].shape[1:]), "class_names": names, "dataset": about["dataset"],
+        "test_split": about["test_split"], "run": run, "test": report, "files": files,
     }, model
 
 
@@ -155,8 +167,8 @@ def print_report(info):
     else:
         print("run: not stored in this checkpoint (written before checkpoints carried their run)")
     test = info["test"]
-    print(f"test set ({info['dataset']}, {test['images']:,} images): accuracy {test['accuracy']:.4f}, "
-          f"loss {test['loss']:.4f}")
+    print(f"test set ({info['dataset']}: {info['test_split']}, {test['images']:,} images): accuracy "
+          f"{test['accuracy']:.4f}, loss {test['loss']:.4f}")
     width = max(len(n) for n in info["class_names"])
     print(f"{'class':{width}s}  precision  recall     f1")
     for i, name in enumerate(info["class_names"]):
@@ -191,7 +203,10 @@ def main(argv=None):
                                      epilog="\n".join(__doc__.splitlines()[2:7]))
     parser.add_argument("checkpoint", help=".h5 checkpoint written by a script of the collection")
     parser.add_argument("--compare", metavar="OTHER.h5", help="a second checkpoint, class by class beside the first")
-    parser.add_argument("--data-dir", help="folder holding the data (as the scripts' --data-dir)")
+    parser.add_argument("--dataset", metavar="NAME_OR_FOLDER",
+                        help="the data set or folder to test on (default: the one the checkpoint was trained on)")
+    parser.add_argument("--data-dir", help="folder holding a built-in data set (as the scripts' --data-dir), or "
+                                           "the one a checkpoint's own folder has moved into")
     parser.add_argument("--output-dir", help="where the PNGs go (default: beside the checkpoint)")
     parser.add_argument("--mistakes", type=int, default=32, metavar="N", help="mistakes to show in the grid")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
@@ -200,8 +215,9 @@ def main(argv=None):
     if args.mistakes < 1:
         parser.error(f"--mistakes must be at least 1, got {args.mistakes}")
     try:
-        first, model = inspect(args.checkpoint, args.data_dir, args.output_dir, args.mistakes)
-        second = inspect(args.compare, args.data_dir, args.output_dir, args.mistakes)[0] if args.compare else None
+        first, model = inspect(args.checkpoint, args.data_dir, args.output_dir, args.mistakes, args.dataset)
+        second = inspect(args.compare, args.data_dir, args.output_dir, args.mistakes,
+                         args.dataset)[0] if args.compare else None
     except (ValueError, load_data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -210,8 +226,8 @@ def main(argv=None):
               file=sys.stderr)
         return 1
     if args.export:
-        _, (x_test, _), _ = load_data.load(first["dataset"], args.data_dir)
-        sample = x_test[:64].reshape((-1,) + tuple(first["input_shape"]))
+        x_test, _, _ = predict.test_set(args.checkpoint, model, args.dataset, args.data_dir, stream=True)
+        sample = x_test.read(range(min(64, len(x_test)))) if streaming.streamed(x_test) else x_test[:64]
         first["export"] = {"folder": args.export, "max_difference": export(model, args.export, sample)}
     if args.json:
         print(json.dumps({"checkpoint": first, "compare": second} if second else first, indent=2, default=str))

@@ -8,6 +8,9 @@ it has finished, copies its summary JSON, history CSV and curve PNG into
 Resumable run by run: a run whose summary is already in `results/` is skipped,
 and an interrupted one continues from its last finished epoch (every run is
 started with `--resume`, which starts afresh when there is nothing to resume).
+A figure in results/ names the commit it trained from, so a run from a tree
+with uncommitted changes is not collected (commit first, or `--allow-dirty`,
+which the table then marks "+ changes").
 
     python3 reproduce.py --list                           # the runs and their state
     python3 reproduce.py --data-dir /data                 # all of them, in order
@@ -17,6 +20,7 @@ started with `--resume`, which starts afresh when there is nothing to resume).
 
 import argparse
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -42,8 +46,16 @@ def done(name, results=results_table.RESULTS):
     return bool(glob.glob(os.path.join(results, name, "*_summary.json")))
 
 
-def collect(run_dir, name, results=results_table.RESULTS):
-    """Copy a finished run's small files (never checkpoints) into results/<name>/."""
+def collect(run_dir, name, results=results_table.RESULTS, allow_dirty=False):
+    """Copy a finished run's small files (never checkpoints) into results/<name>/;
+    a run from a tree with uncommitted changes only with `allow_dirty`."""
+    for path in glob.glob(os.path.join(run_dir, "*_summary.json")):
+        with open(path) as f:
+            code = json.load(f).get("code")
+        if not allow_dirty and (not code or code.get("dirty")):
+            said = "from a tree with uncommitted changes" if code else "without its git commit"
+            raise SystemExit(f"error: {path} was trained {said}; results/ holds runs of committed code. "
+                             f"Commit and run it again, or collect it with --allow-dirty (marked in the table)")
     target = os.path.join(results, name)
     os.makedirs(target, exist_ok=True)
     copied = []
@@ -57,9 +69,19 @@ def collect(run_dir, name, results=results_table.RESULTS):
 
 
 def finished_in(run_dir):
-    """A run that wrote its summary and has no resume backup left."""
-    return bool(glob.glob(os.path.join(run_dir, "*_summary.json"))) and \
-        not glob.glob(os.path.join(run_dir, ".*_resume"))
+    """A run that wrote its summary after its last backed-up epoch."""
+    for path in glob.glob(os.path.join(run_dir, "*_summary.json")):
+        with open(path) as f:
+            epochs = json.load(f).get("epochs_run")
+        states = glob.glob(os.path.join(run_dir, ".*_resume", "state.json"))
+        if all(backup_epochs(state) == epochs for state in states):
+            return True
+    return False
+
+
+def backup_epochs(state_path):
+    with open(state_path) as f:
+        return json.load(f).get("epoch")
 
 
 def train(name, command, run_dir, data_dir, extra):
@@ -87,6 +109,8 @@ def main(argv=None):
                         help="where checkpoints and logs go (one folder a run)")
     parser.add_argument("--results", default=results_table.RESULTS, help="where the small files go")
     parser.add_argument("--no-readme", action="store_true", help="leave README.md's table alone")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="collect runs trained from a tree with uncommitted changes (marked in the table)")
     argv = sys.argv[1:] if argv is None else list(argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
@@ -113,7 +137,7 @@ def main(argv=None):
             status = train(name, command, run_dir, args.data_dir, extra)
             if status:
                 return status
-        for path in collect(run_dir, name, args.results):
+        for path in collect(run_dir, name, args.results, args.allow_dirty):
             print(f"   {os.path.relpath(path, ROOT)}")
         if not args.no_readme:
             results_table.main(["--results", args.results, "--write"])

@@ -23,7 +23,8 @@ about 90% while the training accuracy rose to 94.6%. `--schedule constant
 --no-horizontal-flip` is the seed's recipe.
 
 `--stem cifar` swaps the stem for a 3x3 stride-1 convolution without max-pool
-and keeps the input at its own size (the usual CIFAR variant).
+and keeps the input at its own size (the usual CIFAR variant; `--resize` is
+refused with it).
 
     python resnet18_fashion_mnist.py                       # the seed: 5 epochs
     python resnet18_fashion_mnist.py --stem cifar --dataset cifar10
@@ -31,6 +32,8 @@ and keeps the input at its own size (the usual CIFAR variant).
 """
 
 import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
+import sys
+
 import keras
 from keras import layers
 
@@ -93,9 +96,15 @@ def build_model(stem=STEM, input_shape=(28, 28, 1), resize=RESIZE, num_classes=1
     return keras.Model(inputs, outputs, name="resnet18")
 
 
+def parse_args(argv=None):
+    """The command line over the hyperparameters above, as this module holds them now."""
+    return cli.parse_args(sys.modules[__name__], __doc__.splitlines()[0], argv,
+                          choices={"STEM": ("imagenet", "cifar"), "SCHEDULE": ("cosine", "constant")},
+                          only={"RESIZE": {"STEM": ("imagenet",)}})  # used only with these values
+
+
 def main(argv=None):
-    args = cli.parse_args(__file__, __doc__.splitlines()[0], argv,
-                          choices={"STEM": ("imagenet", "cifar"), "SCHEDULE": ("cosine", "constant")})
+    args = parse_args(argv)
     scope = training.setup(args)
 
     # Data

@@ -3,10 +3,15 @@
   v1  depth 6n+2 (20, 32, 44, 56, 110): stacks of two 3x3 conv-BN-ReLU layers
   v2  depth 9n+2 (56, 110, 164): pre-activation bottleneck blocks (BN-ReLU-conv)
 3x3 convolutions with he_normal and L2 1e-4, batch norm, 1x1 projection shortcuts
-where a stage changes, 8x8 average pooling, Dense softmax. Per-pixel mean
+where a stage changes, global average pooling (the example's 8x8 on 32x32 images,
+any size here), Dense softmax. Per-pixel mean
 subtraction lives inside the model, so checkpoints take raw uint8 RGB images.
 
-Two recipes:
+Two recipes, each a set of defaults (RECIPES below) that flags and edits at the
+top override, with the same meaning in both: `--recipe fast --epochs 5` trains the
+fast recipe for 5 epochs. A flag the chosen recipe does not use (`--lr-steps` with
+fast, `--warmup-epochs` with seed) is refused; the old `--fast-epochs`,
+`--fast-batch-size`, ... name their replacements (`--epochs`, `--batch-size`, ...).
   seed  the example's own: Adam 1e-3 stepped down after epochs 80/120/160/180,
         plateau cuts (ReduceLROnPlateau's, made to last), batch 32, shifts 0.1 + flips,
         200 epochs
@@ -23,6 +28,8 @@ Two recipes:
 """
 
 import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
+import sys
+
 import keras
 from keras import layers
 
@@ -31,33 +38,50 @@ import schedules
 import training
 
 # Hyperparameters (each can be overridden on the command line: --epochs 5).
+# None: the chosen recipe's value (RECIPES below); a value set here is used whatever the recipe.
 DATASET = "cifar10"  # cifar10, cifar100 (fine labels), cifar100_coarse, fashion_mnist or a folder of images
 VERSION = 1  # ResNet version: 1 (depth 6n+2) or 2 (depth 9n+2)
 N = 3  # residual blocks per stage: depth 20 for v1 (n=3), 29 for v2 (n=3)
-RECIPE = "seed"  # seed (the Keras example's schedule) or fast (ours, far fewer epochs)
-EPOCHS = 200  # seed recipe: passes over the training images
-BATCH_SIZE = 32  # seed recipe: images per gradient step
-LEARNING_RATE = 1e-3  # seed recipe: Adam's learning rate before the steps
-LR_STEPS = [(81, 0.1), (121, 0.01), (161, 1e-3), (181, 0.5e-3)]  # seed: (from 0-based epoch, factor)
-PLATEAU_FACTOR = 0.31622776601683794  # seed recipe: ReduceLROnPlateau's factor (the square root of 0.1)
-PLATEAU_PATIENCE = 5  # seed recipe: epochs without improvement before a plateau cut
-PLATEAU_MIN_LR = 0.5e-6  # seed recipe: ReduceLROnPlateau's floor
-SHIFT = 0.1  # seed recipe: random shifts, fraction of width and height
-FAST_EPOCHS = 40  # fast recipe: passes over the training images
-FAST_BATCH_SIZE = 128  # fast recipe: images per gradient step
-FAST_LEARNING_RATE = 0.1  # fast recipe: SGD's peak learning rate
-FAST_WARMUP_EPOCHS = 2  # fast recipe: linear warm-up before the cosine decay
-FAST_MOMENTUM = 0.9  # fast recipe: Nesterov momentum
-FAST_SHIFT = 4  # fast recipe: random shifts, whole pixels in {-4, ..., 4} (the paper's 4-pixel pad and crop)
-LABEL_SMOOTHING = 0.1  # fast recipe: label smoothing of the cross-entropy
-FAST_WEIGHT_DECAY = 2.5e-4  # fast recipe: L2 of every kernel (SGD weight decay 5e-4; the seed's 1e-4 is 2e-4)
-FAST_BN_MOMENTUM = 0.9  # fast recipe: batch-norm moving-average momentum (PyTorch's 0.1; Keras's default 0.99)
-FAST_FILL_MODE = "constant"  # fast recipe: shifted-in pixels are 0, the mean colour (the paper's zero padding)
-HORIZONTAL_FLIP = True  # random left-right mirror (both recipes)
-FILL_MODE = "nearest"  # seed recipe: how pixels shifted in from outside are filled
-WEIGHT_DECAY = 1e-4  # seed recipe: L2 regularisation of every convolution kernel
+RECIPE = "seed"  # seed (the Keras example's schedule) or fast (ours, far fewer epochs): see RECIPES
+EPOCHS = None  # passes over the training images
+BATCH_SIZE = None  # images per gradient step
+LEARNING_RATE = None  # seed: Adam's learning rate before the steps; fast: SGD's peak
+LR_STEPS = None  # seed: (from 0-based epoch, factor) steps of the learning rate
+PLATEAU_FACTOR = None  # seed: ReduceLROnPlateau's factor
+PLATEAU_PATIENCE = None  # seed: epochs without improvement before a plateau cut
+PLATEAU_MIN_LR = None  # seed: ReduceLROnPlateau's floor
+WARMUP_EPOCHS = None  # fast: linear warm-up before the cosine decay
+MOMENTUM = None  # fast: SGD's Nesterov momentum
+LABEL_SMOOTHING = None  # label smoothing of the cross-entropy
+SHIFT = None  # random shifts: a fraction of width and height below 1, or whole pixels (1 or more)
+FILL_MODE = None  # how pixels shifted in from outside are filled
+WEIGHT_DECAY = None  # L2 regularisation of every convolution kernel
+BN_MOMENTUM = None  # batch norm's moving-average momentum (Keras's default: 0.99)
+HORIZONTAL_FLIP = True  # random left-right mirror
 VAL_SPLIT = 0.0  # fraction of training images held out for validation (0: the test set, as the seed)
 
+# The recipes: each is the defaults of the hyperparameters above left at None.
+# A recipe uses only those it names: --warmup-epochs with --recipe seed is refused.
+RECIPES = {
+    "seed": dict(  # the Keras example's
+        epochs=200, batch_size=32, learning_rate=1e-3,
+        lr_steps=[(81, 0.1), (121, 0.01), (161, 1e-3), (181, 0.5e-3)],
+        plateau_factor=0.31622776601683794,  # the square root of 0.1
+        plateau_patience=5, plateau_min_lr=0.5e-6,
+        label_smoothing=0.0, shift=0.1, fill_mode="nearest", weight_decay=1e-4, bn_momentum=0.99,
+    ),
+    "fast": dict(  # ours
+        epochs=40, batch_size=128, learning_rate=0.1, warmup_epochs=2, momentum=0.9, label_smoothing=0.1,
+        shift=4,  # whole pixels in {-4, ..., 4}: the paper's 4-pixel pad and crop
+        fill_mode="constant",  # shifted-in pixels are 0, the mean colour: the paper's zero padding
+        weight_decay=2.5e-4,  # L2 of every kernel, as SGD weight decay 5e-4 (the seed's 1e-4 is 2e-4)
+        bn_momentum=0.9,  # PyTorch's 0.1
+    ),
+}
+# Flags of earlier versions, refused with their new names
+RENAMED = {f"--fast-{flag}": f"--{flag} (with --recipe fast)" for flag in (
+    "epochs", "batch-size", "learning-rate", "warmup-epochs", "momentum", "shift", "weight-decay",
+    "bn-momentum", "fill-mode")}
 NUM_CLASSES = 10
 
 
@@ -66,7 +90,7 @@ NUM_CLASSES = 10
 # --------------------------------------------------------------------------
 
 def resnet_layer(inputs, num_filters=16, kernel_size=3, strides=1, activation="relu",
-                 batch_normalization=True, conv_first=True, weight_decay=WEIGHT_DECAY,
+                 batch_normalization=True, conv_first=True, weight_decay=1e-4,
                  bn_momentum=0.99):
     """Conv2D-BN-activation (conv_first) or BN-activation-Conv2D."""
     conv = layers.Conv2D(num_filters, kernel_size, strides=strides, padding="same",
@@ -84,7 +108,7 @@ def resnet_layer(inputs, num_filters=16, kernel_size=3, strides=1, activation="r
     return x
 
 
-def resnet_v1(x, depth, num_classes=NUM_CLASSES, weight_decay=WEIGHT_DECAY, bn_momentum=0.99):
+def resnet_v1(x, depth, num_classes=NUM_CLASSES, weight_decay=1e-4, bn_momentum=0.99):
     opts = dict(weight_decay=weight_decay, bn_momentum=bn_momentum)
     num_filters, num_blocks = 16, (depth - 2) // 6
     x = resnet_layer(x, **opts)
@@ -98,13 +122,12 @@ def resnet_v1(x, depth, num_classes=NUM_CLASSES, weight_decay=WEIGHT_DECAY, bn_m
                                  batch_normalization=False, **opts)
             x = layers.Activation("relu")(layers.add([x, y]))
         num_filters *= 2
-    x = layers.AveragePooling2D(pool_size=8)(x)
-    x = layers.Flatten()(x)
+    x = layers.GlobalAveragePooling2D()(x)  # 8x8 maps on 32x32 images, 7x7 on Fashion-MNIST's 28x28
     return layers.Dense(num_classes, activation="softmax", kernel_initializer="he_normal",
                         dtype="float32")(x)  # float32 output under --mixed-precision
 
 
-def resnet_v2(x, depth, num_classes=NUM_CLASSES, weight_decay=WEIGHT_DECAY, bn_momentum=0.99):
+def resnet_v2(x, depth, num_classes=NUM_CLASSES, weight_decay=1e-4, bn_momentum=0.99):
     opts = dict(weight_decay=weight_decay, bn_momentum=bn_momentum)
     filters_in, num_blocks = 16, (depth - 2) // 9
     x = resnet_layer(x, filters_in, conv_first=True, **opts)
@@ -131,8 +154,7 @@ def resnet_v2(x, depth, num_classes=NUM_CLASSES, weight_decay=WEIGHT_DECAY, bn_m
         filters_in = filters_out
     x = layers.BatchNormalization(momentum=bn_momentum)(x)
     x = layers.Activation("relu")(x)
-    x = layers.AveragePooling2D(pool_size=8)(x)
-    x = layers.Flatten()(x)
+    x = layers.GlobalAveragePooling2D()(x)  # 8x8 maps on 32x32 images, 7x7 on Fashion-MNIST's 28x28
     return layers.Dense(num_classes, activation="softmax", kernel_initializer="he_normal",
                         dtype="float32")(x)  # float32 output under --mixed-precision
 
@@ -142,7 +164,7 @@ def depth_of(version, n):
 
 
 def build_model(version=VERSION, depth=None, normalization=None, augment=None,
-                input_shape=(32, 32, 3), num_classes=NUM_CLASSES, weight_decay=WEIGHT_DECAY,
+                input_shape=(32, 32, 3), num_classes=NUM_CLASSES, weight_decay=1e-4,
                 bn_momentum=0.99):
     """An uncompiled ResNet taking raw pixels. `depth` defaults to N's;
     `normalization`: a layer (training.pixel_mean(x_train)), default ÷255;
@@ -167,30 +189,29 @@ def build_model(version=VERSION, depth=None, normalization=None, augment=None,
 # --------------------------------------------------------------------------
 
 def recipe(args):
-    """What the recipe chooses: optimizer, loss, schedule, plateau cuts,
-    batch size, epochs, shift, fill mode, weight decay and batch-norm momentum."""
+    """What the recipe builds from args (its values, unless overridden):
+    optimizer, loss, learning-rate schedule and plateau cuts (seed only)."""
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing)
     if args.recipe == "fast":
-        return dict(optimizer=keras.optimizers.SGD(args.fast_learning_rate, momentum=args.fast_momentum,
-                                                   nesterov=True),
-                    loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
-                    schedule=schedules.warmup_cosine(args.fast_learning_rate, args.fast_epochs,
-                                                     args.fast_warmup_epochs),
-                    plateau=None, batch_size=args.fast_batch_size, epochs=args.fast_epochs, shift=args.fast_shift,
-                    fill_mode=args.fast_fill_mode, weight_decay=args.fast_weight_decay,
-                    bn_momentum=args.fast_bn_momentum)
+        return dict(optimizer=keras.optimizers.SGD(args.learning_rate, momentum=args.momentum, nesterov=True),
+                    loss=loss, schedule=schedules.warmup_cosine(args.learning_rate, args.epochs, args.warmup_epochs),
+                    plateau=None)
     # The example's ReduceLROnPlateau, as cuts that last (see schedules.PlateauSchedule)
     plateau = dict(factor=args.plateau_factor, patience=args.plateau_patience, min_lr=args.plateau_min_lr)
-    return dict(optimizer=keras.optimizers.Adam(args.learning_rate), loss=keras.losses.CategoricalCrossentropy(),
-                schedule=schedules.step_schedule(args.learning_rate, args.lr_steps), plateau=plateau,
-                batch_size=args.batch_size, epochs=args.epochs, shift=args.shift, fill_mode=args.fill_mode,
-                weight_decay=args.weight_decay, bn_momentum=0.99)
+    return dict(optimizer=keras.optimizers.Adam(args.learning_rate), loss=loss,
+                schedule=schedules.step_schedule(args.learning_rate, args.lr_steps), plateau=plateau)
+
+
+def parse_args(argv=None):
+    """The command line over the hyperparameters above, as this module holds
+    them now; args holds the values used (the recipe's, unless overridden)."""
+    return cli.parse_args(sys.modules[__name__], __doc__.splitlines()[0], argv, choices={"VERSION": (1, 2)},
+                          recipes=("RECIPE", RECIPES), renamed=RENAMED,
+                          extra=lambda p: p.add_argument("--depth", type=int, help="network depth (instead of N)"))
 
 
 def main(argv=None):
-    args = cli.parse_args(__file__, __doc__.splitlines()[0], argv,
-                          choices={"VERSION": (1, 2), "RECIPE": ("seed", "fast")},
-                               extra=lambda p: p.add_argument(
-                                   "--depth", type=int, help="network depth (instead of N)"))
+    args = parse_args(argv)
     scope = training.setup(args)
 
     # Data
@@ -200,19 +221,18 @@ def main(argv=None):
     # Model
     with scope:
         r = recipe(args)
-        augment = dict(width_shift_range=r["shift"], height_shift_range=r["shift"],
-                       horizontal_flip=args.horizontal_flip, fill_mode=r["fill_mode"])
+        augment = dict(width_shift_range=args.shift, height_shift_range=args.shift,
+                       horizontal_flip=args.horizontal_flip, fill_mode=args.fill_mode)
         model = build_model(args.version, args.depth or depth_of(args.version, args.n),
                             training.pixel_mean(x_train), augment, x_train.shape[1:], len(class_names),
-                            weight_decay=r["weight_decay"],
-                            bn_momentum=r["bn_momentum"])
+                            weight_decay=args.weight_decay, bn_momentum=args.bn_momentum)
         model.compile(optimizer=r["optimizer"], loss=r["loss"], metrics=["accuracy"])
     model.summary()
 
     # Training and evaluation
     name = training.run_name(args, model.name)
     training.train(model, args, data, name=name,
-                   batch_size=r["batch_size"], epochs=r["epochs"], schedule=r["schedule"],
+                   batch_size=args.batch_size, epochs=args.epochs, schedule=r["schedule"],
                    plateau=r["plateau"],
                    best_template=f"{name}_model.{{epoch:03d}}.h5",
                    validation_note=f"recipe {args.recipe}")

@@ -11,13 +11,11 @@ a way that lasts. Keras's `LearningRateScheduler` sets the rate from
 `schedule(epoch)` at the start of every epoch, so a `ReduceLROnPlateau` cut
 made at the end of one epoch is undone at the start of the next (the Keras
 ResNet example has this flaw). Here the rate is `schedule(epoch) x cuts`,
-where `cuts` is the product of the plateau factors so far, kept in a file
-beside the resume backup so `--resume` keeps it too.
+where `cuts` is the product of the plateau factors so far, kept in the
+resume backup (`backup.Backup`) so `--resume` keeps it too.
 """
 
-import json
 import math
-import os
 
 import numpy as np
 
@@ -56,18 +54,18 @@ class PlateauSchedule(keras.callbacks.Callback):
     As ReduceLROnPlateau: when `monitor` (val_loss, lower is better) has not
     improved by `min_delta` for `patience` epochs, the rate is multiplied by
     `factor` (never below `min_lr`) and the count starts again. Unlike it,
-    the cut stays in force at every later epoch. `state_path`: a JSON file
-    for the cuts, the best value and the wait (written every epoch, read at
-    the start of training when it exists)."""
+    the cut stays in force at every later epoch. The cuts, the best value
+    and the wait are its state (`get_state`, `set_state`), which the resume
+    backup keeps."""
 
-    def __init__(self, schedule, factor, patience, min_lr=0.0, monitor="val_loss", min_delta=1e-4,
-                 state_path=None):
+    state_name = "plateau"
+
+    def __init__(self, schedule, factor, patience, min_lr=0.0, monitor="val_loss", min_delta=1e-4):
         super().__init__()
         if not 0 < factor < 1:
             raise ValueError(f"plateau factor must be in (0, 1), got {factor}")
         self.schedule, self.factor, self.patience = schedule, factor, patience
         self.min_lr, self.monitor, self.min_delta = min_lr, monitor, min_delta
-        self.state_path = state_path
         self.cuts, self.best, self.wait = 1.0, np.inf, 0
 
     def rate(self, epoch):
@@ -77,11 +75,11 @@ class PlateauSchedule(keras.callbacks.Callback):
     def _set(self, lr):
         self.model.optimizer.learning_rate = lr
 
-    def on_train_begin(self, logs=None):
-        if self.state_path and os.path.isfile(self.state_path):
-            with open(self.state_path) as f:
-                state = json.load(f)
-            self.cuts, self.best, self.wait = state["cuts"], state["best"], state["wait"]
+    def get_state(self):
+        return {"cuts": self.cuts, "best": self.best, "wait": self.wait}
+
+    def set_state(self, state):
+        self.cuts, self.best, self.wait = float(state["cuts"]), float(state["best"]), int(state["wait"])
 
     def on_epoch_begin(self, epoch, logs=None):
         self._set(self.rate(epoch))
@@ -102,7 +100,3 @@ class PlateauSchedule(keras.callbacks.Callback):
                 self.wait = 0
                 print(f"\nEpoch {epoch + 1}: {self.monitor} has not improved for {self.patience} epochs; "
                       f"learning rate x{self.factor:.4g} from now on (x{self.cuts:.4g} in all)")
-        if self.state_path:
-            os.makedirs(os.path.dirname(self.state_path), exist_ok=True)
-            with open(self.state_path, "w") as f:
-                json.dump({"cuts": self.cuts, "best": self.best, "wait": self.wait}, f)

@@ -9,6 +9,8 @@ Three models, chosen with MODEL below or `--model`:
             training accuracy, 82.16%)
   deep_aug  deep, trained with real-time augmentation (rotation 40 degrees, shifts 0.2,
             zoom 0.2, horizontal flips, fill 'nearest'), as the seed's third step
+A model's own hyperparameters (deep_aug's knobs; MILD_SHIFT for simple and deep)
+are refused on the command line with another model, which would ignore them.
 
 The seed trained with RMSprop at Keras's default rate (1e-3), batch 128 and no
 augmentation: `--optimizer rmsprop --batch-size 128 --lr-drop-factor 1 --mild-shift 0`.
@@ -24,6 +26,8 @@ Pixels are scaled to [0, 1] inside the model, so checkpoints take raw uint8 RGB 
 """
 
 import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
+import sys
+
 import keras
 from keras import layers
 
@@ -91,9 +95,19 @@ def augmentation_knobs(args):
                 fill_mode=args.fill_mode, cval=args.cval)
 
 
+def parse_args(argv=None):
+    """The command line over the hyperparameters above, as this module holds them now."""
+    deep_aug_only = ("ROTATION_RANGE", "WIDTH_SHIFT_RANGE", "HEIGHT_SHIFT_RANGE", "ZOOM_RANGE",
+                     "HORIZONTAL_FLIP", "VERTICAL_FLIP", "FILL_MODE")
+    only = {name: {"MODEL": ("deep_aug",)} for name in deep_aug_only}  # used only with these values
+    only["CVAL"] = {"MODEL": ("deep_aug",), "FILL_MODE": ("constant",)}
+    only["MILD_SHIFT"] = {"MODEL": ("simple", "deep")}
+    return cli.parse_args(sys.modules[__name__], __doc__.splitlines()[0], argv,
+                          choices={"MODEL": MODELS, "OPTIMIZER": tuple(OPTIMIZERS)}, only=only)
+
+
 def main(argv=None):
-    args = cli.parse_args(__file__, __doc__.splitlines()[0], argv,
-                          choices={"MODEL": MODELS, "OPTIMIZER": tuple(OPTIMIZERS)})
+    args = parse_args(argv)
     scope = training.setup(args)
 
     # Data

@@ -6,7 +6,8 @@ into what `model.fit`, `evaluate` and `predict` take, so `training.train`
 handles both the same way. `FileBatches` is a `keras.utils.PyDataset`: it
 works under every backend, reads each batch with OpenCV in worker threads
 (OpenCV releases Python's lock while it decodes), and reshuffles after every
-epoch with its own seeded generator.
+epoch: epoch N's order depends on the seed and N alone, so a resumed run
+(`epoch=` the epochs done) goes on with the order it would have had.
 """
 
 import math
@@ -21,11 +22,17 @@ import load_data
 class FileBatches(keras.utils.PyDataset):
     """(uint8 images, targets) batches of ImageFiles, read on demand."""
 
-    def __init__(self, images, targets, batch_size, shuffle=False, seed=0, workers=2):
+    def __init__(self, images, targets, batch_size, shuffle=False, seed=0, workers=2, epoch=0):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=4)
         self.images, self.targets, self.batch_size = images, np.asarray(targets), batch_size
-        self.shuffle, self.rng = shuffle, np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(images)) if shuffle else np.arange(len(images))
+        self.shuffle, self.seed, self.epoch = shuffle, seed, epoch
+        self.order = self.epoch_order(epoch)
+
+    def epoch_order(self, epoch):
+        """The order of epoch `epoch` (0-based): a function of the seed and the epoch."""
+        if not self.shuffle:
+            return np.arange(len(self.images))
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.images))
 
     def __len__(self):
         return math.ceil(len(self.images) / self.batch_size)
@@ -35,17 +42,17 @@ class FileBatches(keras.utils.PyDataset):
         return self.images.read(chosen), self.targets[chosen]
 
     def on_epoch_end(self):
-        if self.shuffle:
-            self.order = self.rng.permutation(len(self.images))
+        self.epoch += 1
+        self.order = self.epoch_order(self.epoch)
 
 
 def streamed(images):
     return isinstance(images, load_data.ImageFiles)
 
 
-def inputs(images, targets, batch_size, shuffle=False, seed=0):
+def inputs(images, targets, batch_size, shuffle=False, seed=0, epoch=0):
     """Keyword arguments for model.fit / evaluate: the arrays as they are,
-    or ImageFiles as FileBatches of `batch_size`."""
+    or ImageFiles as FileBatches of `batch_size` (starting at epoch `epoch`'s order)."""
     if streamed(images):
-        return dict(x=FileBatches(images, targets, batch_size, shuffle, seed))
+        return dict(x=FileBatches(images, targets, batch_size, shuffle, seed, epoch=epoch))
     return dict(x=images, y=targets, batch_size=batch_size, **({"shuffle": shuffle} if shuffle else {}))

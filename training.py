@@ -15,6 +15,7 @@ gives it the rest, the same way for all of them:
 """
 
 import csv
+import glob
 import importlib.util
 import json
 import os
@@ -29,6 +30,7 @@ import keras
 from keras import layers
 
 import augment
+import backup
 import hardware
 import load_data
 import schedules
@@ -183,7 +185,8 @@ def channel_mean(mean, std=1.0):
 def preprocess(inputs, normalization, knobs=None):
     """Normalise, then augment with ImageDataGenerator's `knobs` (a dict, see
     augment.augmentation; None: no augmentation), as the seeds did: their
-    generator saw normalised images, so a constant fill of 0 is the mean."""
+    generator saw normalised images, so a constant fill of 0 is the mean
+    colour after a mean subtraction (ResNet, VGG) and black after a plain ÷255."""
     x = normalization(inputs) if normalization is not None else inputs
     for layer in augment.augmentation(**(knobs or {})):
         x = layer(x)
@@ -194,13 +197,26 @@ def preprocess(inputs, normalization, knobs=None):
 # Data
 # --------------------------------------------------------------------------
 
+class Data(tuple):
+    """prepare_data()'s five items, unpacked as a tuple: (train, validation,
+    test, how validation is done, class names); and `source`, what the data
+    is (load_data.load_source's description: the data set's name or the
+    folder's absolute path, image shape, class names, how the test split was
+    made), which `train` stores in every checkpoint's run metadata."""
+
+    def __new__(cls, items, source=None):
+        data = super().__new__(cls, items)
+        data.source = source
+        return data
+
+
 def prepare_data(args):
     """Load `--dataset` (images always (N, height, width, channels); a folder
     too large for memory, or with --stream, as load_data.ImageFiles read
     batch by batch), take `--subset`, split off `--val-split` of the
-    training images. Returns (train, validation, test, how validation is
-    done, class names)."""
-    (x_train, y_train), (x_test, y_test), class_names = load_data.load(
+    training images. Returns a Data: (train, validation, test, how
+    validation is done, class names), with `.source` saying what the data is."""
+    (x_train, y_train), (x_test, y_test), class_names, source = load_data.load_source(
         args.dataset, args.data_dir, args.image_size, args.color, stream=getattr(args, "stream", None))
     if args.subset:
         x_train, y_train = x_train[:args.subset], y_train[:args.subset]
@@ -215,7 +231,7 @@ def prepare_data(args):
     else:
         val = (x_test, y_test)
         how = "test set (as the seed does)"
-    return (x_train, y_train), val, (x_test, y_test), how, tuple(class_names)
+    return Data(((x_train, y_train), val, (x_test, y_test), how, tuple(class_names)), source)
 
 
 def run_name(args, model_name):
@@ -241,21 +257,25 @@ def save_h5(model, path, class_names, run=None):
     absl = logging.getLogger("absl")  # silence Keras's "HDF5 is legacy" notice
     level = absl.level
     absl.setLevel(logging.ERROR)
-    try:
-        augment.for_saving(model).save(path, include_optimizer=False)
-    finally:
-        absl.setLevel(level)
-    with h5py.File(path, "a") as f:
-        f.attrs["class_names"] = json.dumps(list(class_names))
-    if run is not None:
-        write_run(path, run)
+    with backup.atomic_path(path) as partial:  # a kill leaves the previous checkpoint whole
+        try:
+            augment.for_saving(model).save(partial, include_optimizer=False)
+        finally:
+            absl.setLevel(level)
+        with h5py.File(partial, "a") as f:
+            f.attrs["class_names"] = json.dumps(list(class_names))
+            if run is not None:
+                f.attrs["run"] = json.dumps(run, default=str)
 
 
 def write_run(path, run):
-    """Store (or replace) the run metadata of a checkpoint."""
+    """Store (or replace) the run metadata of a checkpoint, in a copy renamed
+    into place (a kill leaves the checkpoint whole)."""
     import h5py
-    with h5py.File(path, "a") as f:
-        f.attrs["run"] = json.dumps(run, default=str)
+    with backup.atomic_path(path) as partial:
+        shutil.copy2(path, partial)
+        with h5py.File(partial, "a") as f:
+            f.attrs["run"] = json.dumps(run, default=str)
 
 
 def read_run(path):
@@ -310,6 +330,8 @@ class Throughput(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         end = self._train_end or time.perf_counter()
         self.epoch_seconds.append(end - self._start)
+        if logs is not None:  # into the history, so a resumed run's speed counts every session
+            logs["train_seconds"] = self.epoch_seconds[-1]
 
     def images_per_second(self):
         """Steady state: the first epoch (compilation) is left out when there
@@ -318,32 +340,35 @@ class Throughput(keras.callbacks.Callback):
         return self.n_images * len(seconds) / sum(seconds) if seconds else None
 
 
-def _resume_epoch(backup_dir):
-    try:
-        with open(os.path.join(backup_dir, "training_metadata.json")) as f:
-            return int(json.load(f)["epoch"])
-    except (OSError, ValueError, KeyError):
-        return 0
+def read_history(csv_path):
+    """The history's complete rows (a row cut short by a kill is left out)."""
+    if not os.path.isfile(csv_path):
+        return []
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        return [r for r in reader if None not in r.values() and (r.get("epoch") or "").isdigit()]
 
 
 def _trim_history(csv_path, epochs_done):
     """Keep the history rows of finished, backed-up epochs only, so a resumed
     run neither loses nor repeats an epoch. Returns the rows kept."""
-    if not os.path.isfile(csv_path):
-        return []
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_history(csv_path)
     kept = [r for r in rows if int(r["epoch"]) < epochs_done]
-    with open(csv_path, "w", newline="") as f:
-        if rows:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-            writer.writeheader()
-            writer.writerows(kept)
+    if os.path.isfile(csv_path):
+        with open(csv_path, newline="") as f:
+            fields = next(csv.reader(f), None)
+        with backup.atomic_path(csv_path) as partial, open(partial, "w", newline="") as f:
+            if fields:
+                writer = csv.DictWriter(f, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(kept)
     return kept
 
 
 # Settings that say where files are or how a run is shown: they may change on --resume.
 PLUMBING = {"resume", "fresh", "verbose", "output_dir", "data_dir", "multi_worker", "replicas"}
+# What --resume may change: more epochs continue a run (the schedule is then defined over the new length).
+EXTENDABLE = {"epochs", "fast_epochs"}
 
 
 def _differences(before, now):
@@ -352,55 +377,83 @@ def _differences(before, now):
             != json.dumps(now.get(k), default=str)]
 
 
+def _finished_epochs(summary_path):
+    """The epochs of the finished run whose summary this is (None: none)."""
+    try:
+        with open(summary_path) as f:
+            return int(json.load(f)["epochs_run"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _start_or_resume(args, paths, name, epochs, hyperparameters):
     """Refuse to lose a run: a fresh start into a folder holding this run's
     backup or history needs --fresh; --resume needs the same settings as the
-    backup was made with, and says so when the run has finished. Records the
-    settings in the backup. Returns the best val_accuracy so far."""
-    out, backup = os.path.dirname(paths["history"]) or ".", paths["backup"]
-    record = os.path.join(backup, "run.json")
-    best_so_far = -np.inf
-    if args.resume and os.path.isdir(backup):
+    backup was made with (more epochs continue a run, even a finished one),
+    and says so when the run has finished. Records the settings in the
+    backup. Returns the best val_accuracy so far."""
+    out, folder = os.path.dirname(paths["history"]) or ".", paths["backup"]
+    record = os.path.join(folder, "run.json")
+    for partial in glob.glob(os.path.join(out, ".partial-*")) + glob.glob(os.path.join(folder, ".partial-*")):
+        os.remove(partial)  # what a killed run was writing when it died
+    now = json.loads(json.dumps(hyperparameters, default=str))
+    state = backup.read_state(folder) if args.resume else None
+    if state is not None:
+        before = {}
         if os.path.isfile(record):
             with open(record) as f:
-                changed = _differences(json.load(f), json.loads(json.dumps(hyperparameters, default=str)))
-            if changed:
-                listed = ", ".join(f"--{k.replace('_', '-')} {b!r} (now {n!r})" for k, b, n in changed)
-                raise UsageError(f"--resume: the run in {out} was made with {listed}; resume with the same "
-                                 f"values, or start afresh with --fresh")
-        done = _resume_epoch(backup)
+                before = json.load(f)
+        changed = [c for c in _differences(before, now) if c[0] not in EXTENDABLE] if before else []
+        if changed:
+            listed = ", ".join(f"--{k.replace('_', '-')} {b!r} (now {n!r})" for k, b, n in changed)
+            raise UsageError(f"--resume: the run in {out} was made with {listed}; resume with the same "
+                             f"values, or start afresh with --fresh")
+        done = int(state["epoch"])
+        if epochs < done:
+            raise UsageError(f"--resume: {name} in {out} has trained {done} epochs, more than the {epochs} "
+                             f"asked for; resume with {done} or more epochs, or start afresh with --fresh")
+        if epochs == done and _finished_epochs(paths["summary"]) == done:
+            raise UsageError(f"--resume: {name} in {out} has finished its {done} epochs (summary "
+                             f"{paths['summary']}); continue it with more epochs (--resume --epochs N), or "
+                             f"start it again with --fresh")
         kept = _trim_history(paths["history"], done)
         best_so_far = max((float(r["val_accuracy"]) for r in kept if r.get("val_accuracy")), default=-np.inf)
-        print(f"Resuming {name} after epoch {done} of {epochs} from {backup}")
+        if epochs == done:
+            print(f"Finishing {name}: its {done} epochs are trained; evaluating and writing its files")
+        elif _finished_epochs(paths["summary"]) == done:
+            print(f"Continuing {name} from epoch {done} to {epochs}; its schedule is now defined over "
+                  f"{epochs} epochs")
+        else:
+            print(f"Resuming {name} after epoch {done} of {epochs} from {folder}")
+        backup.write_json(record, now, indent=1)  # a continued run records its new length
         return best_so_far
     if args.resume and os.path.isfile(paths["summary"]):
-        raise UsageError(f"--resume: {name} in {out} has finished (summary {paths['summary']}); nothing to "
-                         f"resume. Start it again with --fresh, or choose another --output-dir")
+        raise UsageError(f"--resume: {name} in {out} has finished (summary {paths['summary']}) and keeps no "
+                         f"backup to continue from; start it again with --fresh, or choose another --output-dir")
     if args.resume:
-        print(f"Nothing to resume in {backup}: starting from epoch 1")
+        print(f"Nothing to resume in {folder}: starting from epoch 1")
     else:
-        found = [os.path.basename(p) for p in (backup, paths["history"]) if os.path.exists(p)]
+        found = [os.path.basename(p) for p in (folder, paths["history"]) if os.path.exists(p)]
         if found and not getattr(args, "fresh", False):
             raise UsageError(f"{out} already holds a run of {name} ({', '.join(found)}): continue it with "
                              f"--resume, or start afresh with --fresh (which deletes them)")
-    shutil.rmtree(backup, ignore_errors=True)
-    if os.path.exists(paths["history"]):  # a fresh run starts a fresh history
-        os.remove(paths["history"])
-    os.makedirs(backup, exist_ok=True)
-    with open(record, "w") as f:
-        json.dump(hyperparameters, f, default=str, indent=1)
-    return best_so_far
+    shutil.rmtree(folder, ignore_errors=True)
+    for stale in (paths["history"], paths["summary"]):  # a fresh run starts a fresh history and summary
+        if os.path.exists(stale):
+            os.remove(stale)
+    os.makedirs(folder, exist_ok=True)
+    backup.write_json(record, now, indent=1)
+    return -np.inf
 
 
 def make_callbacks(args, paths, n_train, class_names, schedule, best_so_far, plateau=None, run=None):
     """The callbacks of every run. `plateau`: PlateauSchedule's factor,
     patience and min_lr, for plateau cuts on top of the schedule.
-    BackupAndRestore comes last so that an epoch counts as done only once its
-    history row, checkpoint and plateau state exist."""
+    The backup comes last so that an epoch counts as done only once its
+    history row and checkpoint exist; it keeps the plateau cuts too."""
     cbs = []
     if plateau:
-        cbs.append(schedules.PlateauSchedule(schedule, **plateau,
-                                             state_path=os.path.join(paths["backup"], "plateau.json")))
+        cbs.append(schedules.PlateauSchedule(schedule, **plateau))
     elif schedule is not None:
         cbs.append(keras.callbacks.LearningRateScheduler(schedule))
     cbs += [
@@ -411,7 +464,7 @@ def make_callbacks(args, paths, n_train, class_names, schedule, best_so_far, pla
     ]
     if all(importlib.util.find_spec(m) for m in ("tensorflow", "tensorboard")):  # it writes with tf.summary
         cbs.append(keras.callbacks.TensorBoard(paths["logs"]))
-    cbs.append(keras.callbacks.BackupAndRestore(paths["backup"]))
+    cbs.append(backup.Backup(paths["backup"], stateful=[c for c in cbs if hasattr(c, "state_name")]))
     return cbs
 
 
@@ -440,9 +493,19 @@ def plot_history(csv_path, png_path, title):
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
+    with backup.atomic_path(png_path) as partial:
+        fig.savefig(partial, dpi=100)
     plt.close(fig)
     return png_path
+
+
+def images_per_second(rows, n_images):
+    """Training images/s over the history's epochs (every session of a
+    resumed run), leaving out the first (compilation) when there are others;
+    None for a history without timings."""
+    seconds = [float(r["train_seconds"]) for r in rows if r.get("train_seconds")]
+    steady = seconds[1:] or seconds
+    return n_images * len(steady) / sum(steady) if steady else None
 
 
 def library_versions():
@@ -489,8 +552,11 @@ def train(model, args, data, *, name, batch_size, epochs, schedule=None,
     }
 
     code = hardware.code_version()  # at the start: the tree may change while the run trains
-    run = {"script": os.path.basename(sys.argv[0]), "dataset": args.dataset, "model": name,
-           "hyperparameters": {k: v for k, v in sorted(vars(args).items()) if k != "multi_worker"}}
+    source = getattr(data, "source", None)  # what the data is: a Data from prepare_data() says
+    run = {"script": os.path.basename(sys.argv[0]), "dataset": (source or {}).get("dataset", args.dataset),
+           "model": name, "hyperparameters": {k: v for k, v in sorted(vars(args).items()) if k != "multi_worker"}}
+    if source:  # so inspect_checkpoint.py and predict.py find the same test split again
+        run["data"] = source
     best_so_far = _start_or_resume(args, paths, name, epochs, run["hyperparameters"])
 
     replicas = getattr(args, "replicas", 1)
@@ -503,6 +569,8 @@ def train(model, args, data, *, name, batch_size, epochs, schedule=None,
                                plateau=plateau, run=run)
     throughput = next(cb for cb in callbacks if isinstance(cb, Throughput))
     checkpoint = next(cb for cb in callbacks if isinstance(cb, BestCheckpoint))
+    saver = next(cb for cb in callbacks if isinstance(cb, backup.Backup))
+    initial_epoch = backup.restore(model, paths["backup"], saver.stateful) if args.resume else 0
     targets, val_targets = one_hot(y_train, num_classes), one_hot(y_val, num_classes)
     eval_batch = max(batch_size, 256)  # no gradients: big batches evaluate faster, with the same result
     validation = streaming.FileBatches(x_val, val_targets, eval_batch) if streaming.streamed(x_val) \
@@ -510,12 +578,12 @@ def train(model, args, data, *, name, batch_size, epochs, schedule=None,
     start = time.perf_counter()
     try:
         if multi_worker is None:
-            model.fit(**streaming.inputs(x_train, targets, batch_size, shuffle=True, seed=args.seed),
-                      epochs=epochs, validation_data=validation, validation_batch_size=eval_batch,
-                      callbacks=callbacks, verbose=args.verbose)
+            model.fit(**streaming.inputs(x_train, targets, batch_size, shuffle=True, seed=args.seed,
+                                         epoch=initial_epoch),
+                      epochs=epochs, initial_epoch=initial_epoch, validation_data=validation,
+                      validation_batch_size=eval_batch, callbacks=callbacks, verbose=args.verbose)
         else:  # fit() cannot run under MultiWorkerMirroredStrategy (keras-team/keras#20585)
-            callbacks = [cb for cb in callbacks if not isinstance(
-                cb, (keras.callbacks.BackupAndRestore, keras.callbacks.TensorBoard))]
+            callbacks = [cb for cb in callbacks if not isinstance(cb, (backup.Backup, keras.callbacks.TensorBoard))]
             multiworker.fit(model, multi_worker, x_train, targets, batch_size=batch_size, epochs=epochs,
                             validation_data=validation, callbacks=callbacks, verbose=args.verbose,
                             seed=args.seed)
@@ -524,12 +592,9 @@ def train(model, args, data, *, name, batch_size, epochs, schedule=None,
               f"continue with the same command and --resume.", file=sys.stderr)
         raise
     wall = time.perf_counter() - start
-    with open(paths["history"], newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_history(paths["history"])
     epochs_run = len(rows)
     last = {k: float(v) for k, v in (rows[-1] if rows else {}).items() if k != "epoch" and v}
-    final_run = dict(run, checkpoint="final", epoch=epochs_run, metrics=last)
-    save_h5(model, paths["final"], class_names, final_run)
 
     test_targets = one_hot(y_test, num_classes)
     if multi_worker is None:
@@ -537,9 +602,11 @@ def train(model, args, data, *, name, batch_size, epochs, schedule=None,
                                              verbose=0)
     else:
         test_loss, test_acc = multiworker.evaluate(model, x_test, test_targets)
-    # The test figures join the final checkpoint's metadata.
-    write_run(paths["final"], dict(final_run, metrics=dict(final_run["metrics"], test_loss=float(test_loss),
-                                                           test_accuracy=float(test_acc))))
+    # Each file below is renamed into place whole; the backup stays, so a run
+    # killed here finishes with --resume. The summary comes last: it says the run is done.
+    save_h5(model, paths["final"], class_names,
+            dict(run, checkpoint="final", epoch=epochs_run,
+                 metrics=dict(last, test_loss=float(test_loss), test_accuracy=float(test_acc))))
     plot_history(paths["history"], paths["plot"], f"{name}: test accuracy {test_acc:.4f}")
     summary = {
         "model": name,
@@ -554,9 +621,10 @@ def train(model, args, data, *, name, batch_size, epochs, schedule=None,
         "epochs_this_session": len(throughput.epoch_seconds),
         "optimizer_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
         "wall_time_s": round(wall, 2),
-        "train_images_per_s": throughput.images_per_second(),
+        "train_images_per_s": images_per_second(rows, len(x_train)) or throughput.images_per_second(),
         "train_images": int(len(x_train)),
         "validation": how + (f"; {validation_note}" if validation_note else ""),
+        "data": source,
         "backend": keras.backend.backend(),
         "device": hardware.device_description(),
         "machine": hardware.machine_description(),
@@ -567,8 +635,7 @@ def train(model, args, data, *, name, batch_size, epochs, schedule=None,
         "files": {k: v for k, v in paths.items() if k != "backup"},
         "best_checkpoints": checkpoint.saved,
     }
-    with open(paths["summary"], "w") as f:
-        json.dump(summary, f, indent=2, default=str)
+    backup.write_json(paths["summary"], summary, indent=2)
     if out != args.output_dir:  # a multi-worker run's scratch folder
         shutil.rmtree(out, ignore_errors=True)
     print(f"Test accuracy: {test_acc:.4f}  (loss {test_loss:.4f}); "

@@ -10,6 +10,13 @@ Flatten, Dense 4096 + BN + ReLU + dropout 0.5 (twice), Dense 10 + BN, softmax.
 Per-channel mean subtraction lives inside the model, so checkpoints take raw
 uint8 RGB images.
 
+ImageNet weights (--weights) are Keras's VGG19 file, whose filters expect
+Caffe's input: BGR, minus ImageNet's means [103.939, 116.779, 123.68], no
+scaling. The model subtracts the same means in RGB order (CHANNEL_MEAN) and
+loads block1_conv1's kernel with its input channels reversed: the same
+convolution, on RGB. Only the convolutions are loaded (Keras's _notop file is
+enough). Loading fc2 behind a fresh fc1: unmeasured whether it helps, so removed.
+
 Batch norm's moving averages use momentum 0.9 (PyTorch's), not Keras's 0.99:
 with 0.99 they average over about a hundred steps, long enough for the weights
 to have moved on, and after one epoch on 10,000 images the test accuracy sat
@@ -24,6 +31,8 @@ images.
 """
 
 import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
+import sys
+
 import numpy as np
 
 import keras
@@ -45,7 +54,7 @@ MOMENTUM = 0.9  # Nesterov momentum
 WEIGHT_DECAY = 1e-4  # L2 regularisation of every convolution kernel
 DROPOUT = 0.5  # dropout after each 4096-unit layer
 BN_MOMENTUM = 0.9  # batch norm's moving averages (Keras's 0.99 lags the weights: test at chance in short runs)
-CHANNEL_MEAN = [123.680, 116.779, 103.939]  # subtracted from raw R, G, B pixels inside the model
+CHANNEL_MEAN = [123.680, 116.779, 103.939]  # subtracted from raw R, G, B inside the model (ImageNet's)
 SHIFT = 0.125  # random shifts, fraction of width and height
 HORIZONTAL_FLIP = True  # random left-right mirror
 FILL_MODE = "constant"  # shifted-in pixels are filled with CVAL (after mean subtraction: the mean)
@@ -128,14 +137,17 @@ def read_h5_weights(path):
 
 
 def imagenet_layer_names(model):
-    """Our layers that take ImageNet weights: the convolutions and fc2."""
-    return [l.name for l in model.layers if l.name.startswith("block") and "_conv" in l.name] + ["fc2"]
+    """Our layers that take ImageNet weights: the convolutions."""
+    return [l.name for l in model.layers if l.name.startswith("block") and "_conv" in l.name]
 
 
 def load_weights_by_name(model, path):
     """Copy weights from `path` into the layers of the same name (the seed's
-    `by_name=True`). Every convolution and fc2 must be found with matching
-    shapes; otherwise nothing is loaded and the error lists what did not match."""
+    `by_name=True`). Every convolution must be found with matching shapes;
+    otherwise nothing is loaded and the error lists what did not match. The
+    file's first convolution takes BGR (Caffe's order, as Keras's ImageNet
+    file does): its kernel is loaded with the input channels reversed, so
+    that it takes the model's RGB."""
     if path == "imagenet":
         path = keras.utils.get_file("vgg19_weights_tf_dim_ordering_tf_kernels.h5", IMAGENET_URL,
                                     cache_subdir="models", file_hash=IMAGENET_MD5)
@@ -151,7 +163,10 @@ def load_weights_by_name(model, path):
         if got != wanted:
             problems.append(f"{name}: file has {got}, model needs {wanted}")
             continue
-        plan.append((layer, stored[name]))
+        arrays = stored[name]
+        if name == "block1_conv1":  # BGR filters turned into RGB ones
+            arrays = [arrays[0][:, :, ::-1, :], *arrays[1:]]
+        plan.append((layer, arrays))
     if problems:
         raise cli.UsageError(f"{path}: weights do not match {model.name}: " + "; ".join(problems))
     for layer, arrays in plan:
@@ -196,12 +211,17 @@ def print_memory_estimate(model, batch_size):
 # Main
 # --------------------------------------------------------------------------
 
+def parse_args(argv=None):
+    """The command line over the hyperparameters above, as this module holds them now."""
+    return cli.parse_args(sys.modules[__name__], __doc__.splitlines()[0], argv, choices={"CONFIG": tuple(CONFIGS)},
+                          only={"CVAL": {"FILL_MODE": ("constant",)}},  # used only with these values
+                          extra=lambda p: p.add_argument(
+                              "--estimate-memory", action="store_true",
+                              help="print the GPU memory estimate for CONFIG and BATCH_SIZE and exit"))
+
+
 def main(argv=None):
-    args = cli.parse_args(__file__, __doc__.splitlines()[0], argv,
-                          choices={"CONFIG": tuple(CONFIGS)},
-                               extra=lambda p: p.add_argument(
-                                   "--estimate-memory", action="store_true",
-                                   help="print the GPU memory estimate for CONFIG and BATCH_SIZE and exit"))
+    args = parse_args(argv)
     scope = training.setup(args)
     augment = dict(width_shift_range=args.shift, height_shift_range=args.shift,
                    horizontal_flip=args.horizontal_flip, fill_mode=args.fill_mode, cval=args.cval)

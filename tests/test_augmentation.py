@@ -132,12 +132,13 @@ def reference_resample(x, t, fill_mode, cval):
         for r in range(h):
             for c in range(w):
                 sx, sy = t[i, 0] * c + t[i, 1] * r + t[i, 2], t[i, 3] * c + t[i, 4] * r + t[i, 5]
+                if fill_mode == "constant" and not (0 <= sx <= w - 1 and 0 <= sy <= h - 1):
+                    out[i, r, c] = cval  # outside the image: cval, nothing blended (SciPy's 'constant')
+                    continue
                 x0, y0 = int(np.floor(sx)), int(np.floor(sy))
                 for yy, xx in ((y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1)):
                     weight = (1 - abs(sy - yy)) * (1 - abs(sx - xx))
-                    if fill_mode == "constant" and not (0 <= yy < h and 0 <= xx < w):
-                        value = cval
-                    elif fill_mode == "wrap":
+                    if fill_mode == "wrap":
                         value = x[i, yy % h, xx % w]
                     elif fill_mode == "reflect":
                         fy, fx = yy % (2 * h), xx % (2 * w)
@@ -150,8 +151,8 @@ def reference_resample(x, t, fill_mode, cval):
 
 @pytest.mark.parametrize("fill_mode", augment.FILL_MODES)
 def test_resampling_is_bilinear_with_the_fill_mode(fill_mode):
-    """The layer's resampling (TensorFlow's kernel there, the batched gather
-    under torch and JAX) agrees with pixel-by-pixel bilinear sampling, edges
+    """The layer's resampling (the batched gather, XLA-compiled under
+    TensorFlow) agrees with pixel-by-pixel bilinear sampling, edges
     and fills included."""
     x = np.random.default_rng(1).random((4, 9, 11, 2)).astype("float32")
     layer = augment.RandomAffine(rotation_range=60, zoom_range=0.5, width_shift_range=0.4,
@@ -163,6 +164,82 @@ def test_resampling_is_bilinear_with_the_fill_mode(fill_mode):
                                expected, atol=1e-4)
     layer.sample = lambda *args: p  # the layer itself, with those draws
     np.testing.assert_allclose(apply([layer], x), expected, atol=1e-4)
+
+
+# ImageDataGenerator's fixed transforms (its `apply_transform` parameters) and
+# the same ones in RandomAffine's terms. Keras 3's legacy generator swaps its
+# matrix into (x, y) order, so its tx and zx act on columns, ty and zy on rows,
+# as ours do (keras-preprocessing had tx on rows before its PR #318); it
+# centres both axes with the height, so the images are square.
+GENERATOR_TRANSFORMS = {
+    "shift": dict(tx=3.4, ty=-5.7),
+    "rotation": dict(theta=23.0),
+    "zoom": dict(zx=0.8, zy=1.3),
+    "combination": dict(theta=-37.0, tx=2.5, ty=-1.25, zx=1.15, zy=0.9, flip_horizontal=True),
+}
+CVAL = -0.5
+
+
+def ours(params, batch, size):
+    """RandomAffine.transforms for the generator's fixed `params`."""
+    p = dict(angle=np.radians(params.get("theta", 0.0)), zx=params.get("zx", 1.0), zy=params.get("zy", 1.0),
+             tx=params.get("tx", 0.0), ty=params.get("ty", 0.0),
+             fx=-1.0 if params.get("flip_horizontal") else 1.0, fy=-1.0 if params.get("flip_vertical") else 1.0)
+    p = {k: keras.ops.convert_to_tensor(np.full((batch,), v, "float32")) for k, v in p.items()}
+    return keras.ops.convert_to_numpy(augment.RandomAffine.transforms(p, size, size))
+
+
+def generator(x, params, scipy_mode):
+    """ImageDataGenerator.apply_transform, image by image; `scipy_mode` goes
+    straight to scipy.ndimage (the generator checks the name only when built)."""
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator
+    g = ImageDataGenerator(cval=CVAL)
+    g.fill_mode = scipy_mode
+    return np.stack([g.apply_transform(image, params) for image in x])
+
+
+@pytest.fixture(scope="module")
+def float_images():
+    return np.random.default_rng(3).random((3, 16, 16, 2)).astype("float32")
+
+
+@pytest.mark.parametrize("fill_mode", ["constant", "nearest", "reflect"])
+@pytest.mark.parametrize("name", list(GENERATOR_TRANSFORMS))
+def test_resample_is_image_data_generators_apply_transform(float_images, name, fill_mode):
+    """Same transform, same fill: the same image as the generator's (SciPy's
+    order-1 affine_transform in float64), to float32 rounding. 'constant' is
+    cval outside the image and bilinear inside, without blending the two."""
+    params = GENERATOR_TRANSFORMS[name]
+    t = ours(params, len(float_images), 16)
+    if fill_mode == "constant":  # no sampled point so near an edge that float32 rounding moves it across
+        rows, cols = np.mgrid[0:16, 0:16]
+        sx, sy = (t[0, 3 * k] * cols + t[0, 3 * k + 1] * rows + t[0, 3 * k + 2] for k in (0, 1))
+        assert min(np.abs(v - edge).min() for v in (sx, sy) for edge in (0, 15)) > 1e-3
+    expected = generator(float_images, params, fill_mode)
+    got = keras.ops.convert_to_numpy(augment.resample(float_images, t, fill_mode, CVAL))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(GENERATOR_TRANSFORMS))
+def test_wrap_repeats_every_n_pixels_where_the_generator_repeats_every_n_minus_1(float_images, name):
+    """'wrap' differs from the generator's on purpose: SciPy's legacy 'wrap'
+    repeats an image of n pixels every n - 1 (its first and last columns fall
+    on one another); ours every n, SciPy's 'grid-wrap'. With the generator's
+    own transform and 'grid-wrap' the two agree; with its 'wrap' they do not."""
+    params = GENERATOR_TRANSFORMS[name]
+    got = keras.ops.convert_to_numpy(augment.resample(float_images, ours(params, len(float_images), 16), "wrap"))
+    np.testing.assert_allclose(got, generator(float_images, params, "grid-wrap"), atol=1e-5)
+    assert np.abs(got - generator(float_images, params, "wrap")).max() > 0.1
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the XLA-compiled path is TensorFlow's")
+@pytest.mark.parametrize("fill_mode", augment.FILL_MODES)
+def test_xla_resample_is_resample(float_images, fill_mode):
+    """What RandomAffine.call runs under TensorFlow gives what `resample` gives."""
+    t = ours(GENERATOR_TRANSFORMS["combination"], len(float_images), 16)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(augment._xla_resample()(float_images, t, fill_mode, CVAL)),
+                               keras.ops.convert_to_numpy(augment.resample(float_images, t, fill_mode, CVAL)),
+                               atol=1e-5)  # XLA fuses multiply-adds: rounding differs
 
 
 def test_checkpoints_leave_the_layer_out(tmp_path):

@@ -38,12 +38,13 @@ def small_sets(monkeypatch):
 @pytest.mark.parametrize("module,flags,dataset,name", [
     (simple_cnn, ["--model", "simple"], "fashion_mnist", "fashion_mnist_simple"),
     (simple_cnn, ["--model", "deep_aug"], "cifar100", "cifar100_deep_aug"),
-    (resnet_cifar, ["--depth", "8", "--recipe", "fast", "--fast-epochs", "1"], "cifar100_coarse",
+    (resnet_cifar, ["--depth", "8", "--recipe", "fast"], "cifar100_coarse",
      "cifar100_coarse_ResNet8v1"),
+    (resnet_cifar, ["--depth", "8"], "fashion_mnist", "fashion_mnist_ResNet8v1"),  # 7x7 maps: no fixed 8x8 pool
     (allconv_cifar, [], "fashion_mnist", "fashion_mnist_allconv"),
     (vgg19_cifar, ["--config", "A"], "cifar100", "cifar100_VGG11"),
     (resnet18_fashion_mnist, ["--resize", "32"], "cifar100_coarse", "cifar100_coarse_resnet18"),
-], ids=["simple-fmnist", "deep_aug-c100", "resnet-c100coarse", "allconv-fmnist", "vgg-c100", "resnet18-c100coarse"])
+], ids=["simple-fmnist", "deep_aug-c100", "resnet-c100coarse", "resnet-fmnist", "allconv-fmnist", "vgg-c100", "resnet18-c100coarse"])
 def test_each_script_trains_on_the_data_set_it_is_given(module, flags, dataset, name, small_sets, tmp_path):
     out = tmp_path / "out"
     module.main(flags + ["--dataset", dataset, "--epochs", "1", "--batch-size", "32", "--verbose", "0",

@@ -14,6 +14,7 @@ import resnet_cifar
 import simple_cnn
 import training
 import vgg19_cifar
+from helpers import final_model_accuracy
 
 CLASSES = {3: "cat", 5: "dog", 8: "ship"}  # CIFAR-10 label: the folder's name
 
@@ -56,7 +57,7 @@ def folder(real_test_images, tmp_path_factory):
 
 SCRIPTS = [
     (simple_cnn, ["--model", "deep_aug"], "deep_aug"),
-    (resnet_cifar, ["--recipe", "fast", "--fast-epochs", "1", "--fast-batch-size", "16", "--depth", "8"], "ResNet8v1"),
+    (resnet_cifar, ["--recipe", "fast", "--epochs", "1", "--batch-size", "16", "--depth", "8"], "ResNet8v1"),
     (vgg19_cifar, ["--config", "A"], "VGG11"),
     (allconv_cifar, [], "allconv"),
     (resnet18_fashion_mnist, ["--resize", "32"], "resnet18"),
@@ -101,7 +102,7 @@ def test_size_and_grayscale_as_asked(folder, tmp_path):
 @pytest.mark.parametrize("damage,match", [
     ("empty_class", r"dog: empty class folder"),
     ("one_class", r"1 class folder\(s\)"),
-    ("not_an_image", r"notes.txt: not an image OpenCV can read"),
+    ("undecodable", r"cat/broken.png: not an image OpenCV can read; remove it"),
     ("missing_in_test", r"test: its classes differ .*\(ship in one only\)"),
 ])
 def test_a_bad_folder_is_one_error_naming_the_path(damage, match, real_test_images, tmp_path):
@@ -116,7 +117,8 @@ def test_a_bad_folder_is_one_error_naming_the_path(damage, match, real_test_imag
     elif damage == "one_class":
         for name in ("dog", "ship"):
             shutil.rmtree(root / "train" / name)
-    elif damage == "not_an_image":
+    elif damage == "undecodable":  # an image by its name; other files (notes.txt) are left alone
+        (root / "train" / "cat" / "broken.png").write_bytes(b"not a picture")
         (root / "train" / "cat" / "notes.txt").write_text("not a picture")
     else:
         shutil.rmtree(root / "test" / "ship")
@@ -184,16 +186,16 @@ def test_file_batches_cover_every_image_once_an_epoch_in_a_new_order(folder, rea
 def test_training_streams_a_folder_and_takes_its_mean_in_one_pass(folder, reads, tmp_path, monkeypatch):
     """ResNet (per-pixel mean inside the model) on a streamed folder: the mean
     is the folder's, the run is a normal run, and no read holds the training set."""
-    (x_mem, _), _, _ = load_data.load_folder(str(folder))
+    (x_mem, _), (x_test, y_test), _ = load_data.load_folder(str(folder))
     reads.clear()
     monkeypatch.setattr(load_data, "CHUNK", 20)
     out = tmp_path / "out"
-    resnet_cifar.main(["--dataset", str(folder), "--stream", "--recipe", "fast", "--fast-epochs", "2",
-                       "--fast-batch-size", "16", "--depth", "8", "--val-split", "0", "--verbose", "0",
+    resnet_cifar.main(["--dataset", str(folder), "--stream", "--recipe", "fast", "--epochs", "2",
+                       "--batch-size", "16", "--depth", "8", "--val-split", "0", "--verbose", "0",
                        "--output-dir", str(out)])
     summary = json.loads((out / f"{folder.name}_ResNet8v1_summary.json").read_text())
     assert summary["train_images"] == 48 and summary["epochs_run"] == 2
-    assert 0 <= summary["test_accuracy"] <= 1
+    assert summary["test_accuracy"] == pytest.approx(final_model_accuracy(summary, x_test, y_test), abs=1e-6)
     model, names = predict.load_checkpoint(summary["files"]["final"])
     assert names == ["cat", "dog", "ship"]
     mean, _ = training.statistics(model.get_layer("subtract_pixel_mean"))

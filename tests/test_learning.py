@@ -36,8 +36,8 @@ CHECKS = [  # (id, script module, its flags, summary file, test-accuracy floor)
     ("resnet20_seed", resnet_cifar, ["--recipe", "seed", "--subset", "3000", "--epochs", "2"],
      "cifar10_ResNet20v1_summary.json", 0.20),
     # The fast recipe's whole schedule (warm-up, cosine to 0) squeezed into 3 epochs, batch 64.
-    ("resnet20_fast", resnet_cifar, ["--recipe", "fast", "--subset", "3000", "--fast-epochs", "3",
-                                     "--fast-batch-size", "64"],
+    ("resnet20_fast", resnet_cifar, ["--recipe", "fast", "--subset", "3000", "--epochs", "3",
+                                     "--batch-size", "64"],
      "cifar10_ResNet20v1_summary.json", 0.25),
     ("vgg19", vgg19_cifar, ["--subset", "2000", "--epochs", "2", "--batch-size", "16"],
      "cifar10_VGG19_summary.json", 0.18),

@@ -1,6 +1,9 @@
 """--mixed-precision: every model keeps a float32 output, trains, and predicts
-what its float32 twin predicts, to a stated tolerance."""
+what its float32 twin predicts, to a stated tolerance. Both mixed policies run
+on the CPU: mixed_float16 (what --mixed-precision picks on a GPU, with loss
+scaling) and mixed_bfloat16 (CPUs and TPUs)."""
 
+import functools
 import json
 
 import numpy as np
@@ -17,10 +20,12 @@ import training
 import vgg19_cifar
 from helpers import synthetic_cifar, use_synthetic
 
-# bfloat16 keeps 8 significant bits: a probability may move by a percent or
-# two through a deep network, but the predicted class stays the same.
+# bfloat16 keeps 8 significant bits (float16 11): a probability may move by a
+# percent or two through a deep network, but the predicted class stays the same.
 PROBABILITY_TOLERANCE = 0.02
 AGREEMENT = 0.95
+
+COMPUTE_DTYPE = {"mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}
 
 BUILDERS = {
     "simple_cnn deep": lambda: simple_cnn.build_model("deep"),
@@ -30,29 +35,54 @@ BUILDERS = {
 }
 
 
-def test_policy_follows_the_device():
-    # No GPU in CI: bfloat16, which CPUs run; float16 is for GPUs.
-    assert training.mixed_precision_policy() in ("mixed_bfloat16", "mixed_float16")
-    if not training.accelerators():
-        assert training.mixed_precision_policy() == "mixed_bfloat16"
+@pytest.fixture(params=list(COMPUTE_DTYPE))
+def policy(request):
+    """Each mixed policy's name, set by the test when it needs it; the global
+    policy is float32 again afterwards."""
+    yield request.param
+    keras.mixed_precision.set_global_policy("float32")
 
 
-@pytest.mark.parametrize("name", list(BUILDERS))
-def test_mixed_precision_predicts_like_float32(name):
+def check_dtypes(model, policy):
+    """Convolutions compute in the policy's dtype; the weights, the input's
+    normalisation and the output layer stay float32."""
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs and all(layer.compute_dtype == COMPUTE_DTYPE[policy] for layer in convs)
+    norms = [layer for layer in model.layers
+             if isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization))]
+    assert norms and all(layer.compute_dtype == "float32" for layer in norms)
+    assert model.layers[-1].compute_dtype == "float32"
+    assert all(w.dtype == "float32" for w in model.weights)
+
+
+@pytest.mark.parametrize("devices, expected", [
+    ([], "mixed_bfloat16"), (["gpu:0"], "mixed_float16"), (["tpu:0"], "mixed_bfloat16")])
+def test_policy_follows_the_device(monkeypatch, devices, expected):
+    """float16 on a GPU (compile adds loss scaling), bfloat16 on CPUs and TPUs,
+    which have no float16 units."""
+    monkeypatch.setattr(training, "accelerators", lambda: devices)
+    monkeypatch.setattr(training, "_torch_cuda", lambda: bool(devices) and devices[0].startswith("gpu"))
+    assert training.mixed_precision_policy() == expected
+
+
+@functools.cache
+def trained_float32(name):
+    """(weights, test images, probabilities) of the float32 model after two epochs."""
     (x, y), (x_test, _) = synthetic_cifar(256, 64)
     keras.utils.set_random_seed(0)
     reference = BUILDERS[name]()
     reference.compile("adam", "sparse_categorical_crossentropy")
     reference.fit(x, y, epochs=2, batch_size=32, verbose=0)  # trained weights, not random ones
-    p32 = reference.predict(x_test, verbose=0)
+    return reference.get_weights(), x_test, reference.predict(x_test, verbose=0)
 
-    keras.mixed_precision.set_global_policy(training.mixed_precision_policy())
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_mixed_precision_predicts_like_float32(name, policy):
+    weights, x_test, p32 = trained_float32(name)
+    keras.mixed_precision.set_global_policy(policy)
     mixed = BUILDERS[name]()
-    mixed.set_weights(reference.get_weights())
-    convs = [layer for layer in mixed.layers if isinstance(layer, keras.layers.Conv2D)]
-    assert convs and all(layer.compute_dtype == "bfloat16" for layer in convs)
-    assert all(w.dtype == "float32" for w in mixed.weights)  # the weights stay float32
-    assert mixed.layers[-1].compute_dtype == "float32"       # and so does the output layer
+    mixed.set_weights(weights)
+    check_dtypes(mixed, policy)
     p16 = mixed.predict(x_test, verbose=0)
     assert p16.dtype == np.float32
     np.testing.assert_allclose(p16.sum(axis=1), 1.0, atol=1e-5)
@@ -60,20 +90,38 @@ def test_mixed_precision_predicts_like_float32(name):
     assert (p16.argmax(axis=1) == p32.argmax(axis=1)).mean() >= AGREEMENT
 
 
+def test_one_step_fit_is_finite_and_float16_scales_the_loss(policy):
+    """compile wraps the optimizer in a LossScaleOptimizer under float16 (its
+    gradients would underflow without), not under bfloat16 (float32's range)."""
+    keras.mixed_precision.set_global_policy(policy)
+    (x, y), _ = synthetic_cifar(32, 1)
+    model = resnet_cifar.build_model(1, 8)
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "sparse_categorical_crossentropy")
+    if policy == "mixed_float16":
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    else:
+        assert not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    loss = model.fit(x, y, batch_size=32, epochs=1, verbose=0).history["loss"]
+    assert len(loss) == 1 and np.isfinite(loss[0])
+    check_dtypes(model, policy)
+
+
 @pytest.mark.parametrize("build", [lambda: vgg19_cifar.build_model("A"), lambda: resnet18_fashion_mnist.build_model()],
                          ids=["VGG-11", "ResNet-18"])
-def test_the_big_models_keep_a_float32_output(build):
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    model = build()
-    assert model.layers[-1].compute_dtype == "float32"
-    assert [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)][0].compute_dtype == "bfloat16"
+def test_the_big_models_keep_a_float32_output(build, policy):
+    keras.mixed_precision.set_global_policy(policy)
+    check_dtypes(build(), policy)
 
 
-def test_a_script_trains_with_mixed_precision_and_its_checkpoint_predicts(tmp_path, monkeypatch):
+def test_a_script_trains_with_mixed_precision_and_its_checkpoint_predicts(tmp_path, monkeypatch, policy):
+    """--mixed-precision sets the policy mixed_precision_policy() chooses (here
+    each in turn, as on a GPU and on a CPU), and the run learns."""
+    monkeypatch.setattr(training, "mixed_precision_policy", lambda: policy)
     _, (x_test, y_test) = use_synthetic(monkeypatch, n_train=400, n_test=100)
     out = tmp_path / "out"
     assert simple_cnn.main(["--model", "deep", "--mixed-precision", "--epochs", "3", "--batch-size", "32",
                             "--learning-rate", "0.001", "--output-dir", str(out), "--verbose", "0"]) == 0
+    assert keras.mixed_precision.global_policy().name == policy
     summary = json.loads((out / "cifar10_deep_summary.json").read_text())
     assert summary["hyperparameters"]["mixed_precision"] is True
     assert summary["test_accuracy"] > 0.5  # learnt (chance is 0.1)

@@ -70,7 +70,8 @@ def test_reproduce_runs_collects_small_files_and_skips_what_is_done(tmp_path, fa
     monkeypatch.setattr(reproduce, "RUNS", [
         ("tiny", ["simple_cnn.py", "--model", "simple", "--epochs", "1", "--subset", "64"])])
     results, runs = tmp_path / "results", tmp_path / "runs"
-    common = ["--data-dir", str(root), "--results", str(results), "--runs-dir", str(runs), "--no-readme"]
+    common = ["--data-dir", str(root), "--results", str(results), "--runs-dir", str(runs), "--no-readme",
+              "--allow-dirty"]  # the tree under test may have changes; refusing them is tested below
     assert reproduce.main(common) == 0
     kept = sorted(os.listdir(results / "tiny"))
     assert kept == ["cifar10_simple_history.csv", "cifar10_simple_history.png", "cifar10_simple_summary.json"]
@@ -92,6 +93,30 @@ def test_reproduce_runs_collects_small_files_and_skips_what_is_done(tmp_path, fa
     assert reproduce.main(common) == 0
     assert "finished in" in capsys.readouterr().out
     assert (results / "tiny" / "cifar10_simple_summary.json").is_file()
+
+
+def test_collect_refuses_a_run_from_uncommitted_code_unless_allowed(tmp_path):
+    run_dir, results = tmp_path / "run", tmp_path / "results"
+    run_dir.mkdir()
+    path = run_dir / "cifar10_simple_summary.json"
+    for code in (None, {"commit": "a" * 40, "dirty": True}):
+        path.write_text(json.dumps(dict(SUMMARY, code=code)))
+        with pytest.raises(SystemExit, match="uncommitted changes|without its git commit"):
+            reproduce.collect(str(run_dir), "tiny", str(results))
+        assert not (results / "tiny").exists()
+    reproduce.collect(str(run_dir), "tiny", str(results), allow_dirty=True)
+    path.write_text(json.dumps(dict(SUMMARY, code={"commit": "b" * 40, "dirty": False})))
+    assert reproduce.collect(str(run_dir), "clean", str(results))
+
+
+def test_rows_name_their_commit_and_repeated_runs_get_their_mean():
+    clean = dict(SUMMARY, code={"commit": "0123456789" * 4, "dirty": False}, test_accuracy=0.9100)
+    dirty = dict(SUMMARY, code={"commit": "abcdef0123" * 4, "dirty": True}, test_accuracy=0.9160)
+    lines = results_table.table([clean, dirty]).splitlines()[2:]
+    assert lines[0].rstrip().endswith("| `0123456` |") and lines[1].rstrip().endswith("| `abcdef0` + changes |")
+    assert "| not recorded |" in results_table.row(SUMMARY)
+    assert lines[2].startswith("| mean of the 2 runs above |")
+    assert "**91.30%** (91.00, 91.60)" in lines[2] and "met" in lines[2]
 
 
 def test_reproduce_refuses_an_unknown_run(capsys):

@@ -114,8 +114,8 @@ def compiled_optimizer(monkeypatch, module, argv):
 
 @pytest.mark.parametrize("module,argv,kind,rate,nesterov", [
     (simple_cnn, [], keras.optimizers.Adam, simple_cnn.LEARNING_RATE, None),
-    (resnet_cifar, ["--recipe", "seed"], keras.optimizers.Adam, resnet_cifar.LEARNING_RATE, None),
-    (resnet_cifar, ["--recipe", "fast"], keras.optimizers.SGD, resnet_cifar.FAST_LEARNING_RATE, True),
+    (resnet_cifar, ["--recipe", "seed"], keras.optimizers.Adam, resnet_cifar.RECIPES["seed"]["learning_rate"], None),
+    (resnet_cifar, ["--recipe", "fast"], keras.optimizers.SGD, resnet_cifar.RECIPES["fast"]["learning_rate"], True),
     (vgg19_cifar, ["--config", "A"], keras.optimizers.SGD, vgg19_cifar.LEARNING_RATE, True),
     (allconv_cifar, [], keras.optimizers.SGD, allconv_cifar.LEARNING_RATE, True),
     (resnet18_fashion_mnist, ["--dataset", "cifar10"], keras.optimizers.Adam, resnet18_fashion_mnist.LEARNING_RATE,

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 
 import numpy as np
 import pytest
@@ -62,22 +61,26 @@ def test_cuts_made_during_fit_last_and_are_logged():
 
 
 def test_plateau_state_survives_a_resume(tmp_path):
-    state = tmp_path / "backup" / "plateau.json"
+    """The cuts, best value and wait go into the resume backup and come back."""
+    import backup
     model = tiny_model()
-    first = schedules.PlateauSchedule(lambda epoch, lr=None: 0.1, factor=0.5, patience=1, state_path=str(state))
-    first.set_model(model)
-    first.on_train_begin()
+    model.optimizer.build(model.trainable_variables)
+    first = schedules.PlateauSchedule(lambda epoch, lr=None: 0.1, factor=0.5, patience=1)
+    saver = backup.Backup(str(tmp_path / "backup"), stateful=[first])
+    for callback in (first, saver):
+        callback.set_model(model)
     for epoch, val_loss in enumerate([1.0, 1.0, 1.0]):
         first.on_epoch_begin(epoch)
         first.on_epoch_end(epoch, {"val_loss": val_loss})
-    assert json.loads(state.read_text())["cuts"] == pytest.approx(0.25)
+        saver.on_epoch_end(epoch)
+    assert first.cuts == pytest.approx(0.25)
 
-    again = schedules.PlateauSchedule(lambda epoch, lr=None: 0.1, factor=0.5, patience=1, state_path=str(state))
+    again = schedules.PlateauSchedule(lambda epoch, lr=None: 0.1, factor=0.5, patience=1)
     again.set_model(model)
-    again.on_train_begin()
+    assert backup.restore(model, str(tmp_path / "backup"), [again]) == 3
     again.on_epoch_begin(3)
     assert lr_of(model) == pytest.approx(0.025)
-    assert again.best == 1.0
+    assert again.best == 1.0 and again.wait == 0
 
 
 def test_plateau_needs_the_metric_it_watches():
@@ -100,12 +103,13 @@ def test_seed_recipe_trains_with_lasting_plateau_cuts(tmp_path, monkeypatch):
     out = tmp_path / "out"
     R.main(["--depth", "8", "--epochs", "3", "--batch-size", "32", "--plateau-patience", "1",
             "--verbose", "0", "--output-dir", str(out)])
-    assert len(made) == 1 and made[0].factor == pytest.approx(R.PLATEAU_FACTOR)
+    assert len(made) == 1 and made[0].factor == pytest.approx(R.RECIPES["seed"]["plateau_factor"])
     with open(out / "cifar10_ResNet8v1_history.csv", newline="") as f:
         rates = [float(r["learning_rate"]) for r in csv.DictReader(f)]
     plateau = made[0]
-    assert plateau.state_path.endswith(os.path.join(".cifar10_ResNet8v1_resume", "plateau.json"))
+    state = json.loads((out / ".cifar10_ResNet8v1_resume" / "state.json").read_text())
+    assert state["callbacks"]["plateau"]["cuts"] == pytest.approx(plateau.cuts)
     # What was logged is the schedule times the cuts (the last epoch's, with
     # whatever cuts the run made before it).
-    assert rates[0] == pytest.approx(R.LEARNING_RATE)
+    assert rates[0] == pytest.approx(R.RECIPES["seed"]["learning_rate"])
     assert rates[-1] == pytest.approx(plateau.rate(2))

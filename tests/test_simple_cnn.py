@@ -17,7 +17,7 @@ import predict
 import simple_cnn
 import training
 from conftest import ROOT
-from helpers import use_synthetic
+from helpers import final_model_accuracy, use_synthetic
 
 FAST = ["--epochs", "1", "--batch-size", "32", "--verbose", "0"]
 
@@ -44,7 +44,7 @@ def test_unknown_model_is_a_clear_error():
 
 @pytest.mark.parametrize("model", simple_cnn.MODELS)
 def test_each_model_trains_and_writes_its_outputs(model, tmp_path, monkeypatch):
-    use_synthetic(monkeypatch)
+    _, (x_test, y_test) = use_synthetic(monkeypatch)
     out = tmp_path / "out"
     assert simple_cnn.main(["--model", model, "--output-dir", str(out)] + FAST) == 0
     name = f"cifar10_{model}"
@@ -55,7 +55,8 @@ def test_each_model_trains_and_writes_its_outputs(model, tmp_path, monkeypatch):
     assert summary["epochs_run"] == 1 and summary["train_images"] == 240
     assert summary["validation"].startswith("held-out last 20%")
     assert summary["hyperparameters"]["model"] == model
-    assert 0 <= summary["test_accuracy"] <= 1 and summary["train_images_per_s"] > 0
+    assert summary["test_accuracy"] == pytest.approx(final_model_accuracy(summary, x_test, y_test), abs=1e-6)
+    assert summary["train_images_per_s"] > 0
     assert summary["backend"] == keras.backend.backend()
     assert len(read_rows(out / f"{name}_history.csv")) == 1
 

@@ -56,18 +56,45 @@ def imagenet_like_file(tmp_path_factory):
 
 
 def test_imagenet_weights_load_by_name(imagenet_like_file):
+    """The 16 convolutions, the first one's input channels reversed (BGR
+    filters for RGB input); fc2 keeps its fresh initialisation."""
     model = V.build_model("E")
+    fc2 = model.get_layer("fc2").get_weights()[0].copy()
     loaded = V.load_weights_by_name(model, imagenet_like_file)
-    assert len(loaded) == 17 and "fc2" in loaded  # 16 convolutions + fc2
-    with h5py.File(imagenet_like_file, "r") as f:
-        for name in ("block1_conv1", "block5_conv4", "fc2"):
-            kernel_name = f[name].attrs["weight_names"][0]
-            kernel_name = kernel_name.decode() if isinstance(kernel_name, bytes) else kernel_name
-            np.testing.assert_array_equal(model.get_layer(name).get_weights()[0], f[name][kernel_name][()])
+    assert len(loaded) == 16 and all("_conv" in name for name in loaded)
+    stored = V.read_h5_weights(imagenet_like_file)
+    np.testing.assert_array_equal(model.get_layer("block1_conv1").get_weights()[0],
+                                  stored["block1_conv1"][0][:, :, ::-1, :])
+    np.testing.assert_array_equal(model.get_layer("block5_conv4").get_weights()[0], stored["block5_conv4"][0])
+    np.testing.assert_array_equal(model.get_layer("fc2").get_weights()[0], fc2)
+
+
+def test_imagenet_start_computes_what_keras_vgg19_computes(imagenet_like_file):
+    """Keras's ImageNet filters expect Caffe's input (BGR, minus ImageNet's
+    means, unscaled). Loaded into our model, which takes raw RGB, the first
+    block gives what keras.applications.VGG19 gives on preprocess_input's
+    image, with the same weights (batch norm set to the identity)."""
+    model = V.build_model("E")
+    V.load_weights_by_name(model, imagenet_like_file)
+    for name in ("block1_bn1", "block1_bn2"):
+        bn = model.get_layer(name)
+        bn.moving_variance.assign(np.full(bn.moving_variance.shape, 1.0 - bn.epsilon, "float32"))
+    ours = keras.Model(model.inputs, model.get_layer("block1_pool").output)
+
+    reference = keras.applications.VGG19(weights=None, include_top=False, input_shape=(32, 32, 3))
+    stored = V.read_h5_weights(imagenet_like_file)
+    for name in ("block1_conv1", "block1_conv2"):
+        reference.get_layer(name).set_weights(stored[name])
+    reference = keras.Model(reference.inputs, reference.get_layer("block1_pool").output)
+
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    expected = reference.predict(keras.applications.vgg19.preprocess_input(rgb.copy()), verbose=0)
+    got = ours.predict(rgb, verbose=0)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
 def test_vgg16_loads_the_vgg19_file_too(imagenet_like_file):
-    assert len(V.load_weights_by_name(V.build_model("D"), imagenet_like_file)) == 14
+    assert len(V.load_weights_by_name(V.build_model("D"), imagenet_like_file)) == 13
 
 
 def test_mismatch_is_a_clear_error_and_loads_nothing(imagenet_like_file):
@@ -82,10 +109,11 @@ def test_mismatch_is_a_clear_error_and_loads_nothing(imagenet_like_file):
 
 
 def test_missing_layers_are_listed(tmp_path):
+    """A missing convolution is an error; the dense layers are not needed."""
     small = V.build_model("A")
     path = str(tmp_path / "partial.h5")
-    write_classic_h5(path, small, skip=("fc2",))
-    with pytest.raises(cli.UsageError, match=r"fc2: not in the file"):
+    write_classic_h5(path, small, skip=("block5_conv2", "fc1", "fc2", "predictions"))
+    with pytest.raises(cli.UsageError, match=r"block5_conv2: not in the file$"):
         V.load_weights_by_name(V.build_model("A"), path)
 
 

@@ -1,0 +1,155 @@
+"""Nothing trained is lost, at any moment: a run killed at each stage (in an
+epoch, between epochs, while writing its backup or a checkpoint, during the
+final evaluation, plot or summary) reaches the same finished state with
+`--resume`; a finished run continues for more epochs; a streamed folder
+resumes its shuffling order."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keras
+
+import simple_cnn
+import training
+from conftest import ROOT
+from helpers import use_synthetic
+
+N_TRAIN, N_TEST, EPOCHS, BATCH = 96, 32, 2, 32
+ARGS = ["--model", "simple", "--epochs", str(EPOCHS), "--batch-size", str(BATCH), "--val-split", "0",
+        "--verbose", "0"]
+
+# Runs simple_cnn.main on the tests' synthetic data and SIGKILLs itself at one stage.
+DRIVER = """
+import os, signal, sys
+root, stage = sys.argv[1], sys.argv[2]
+sys.path[:0] = [root, os.path.join(root, "tests")]
+import keras, backup, helpers, load_data, simple_cnn, training
+data = helpers.synthetic_cifar(%d, %d)
+load_data.load_data = lambda data_dir=None: data
+die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+calls = []
+
+def half(path):  # a file cut short, as a kill in the middle of writing leaves it
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)
+
+if stage == "in-epoch":
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 1 and batch == 1:
+                die()
+    original = training.make_callbacks
+    training.make_callbacks = lambda *a, **k: original(*a, **k) + [Kill()]
+elif stage == "between-epochs":
+    original = backup.Backup.on_epoch_end
+    def after(self, epoch, logs=None):
+        original(self, epoch, logs)
+        die()
+    backup.Backup.on_epoch_end = after
+elif stage in ("writing-backup", "writing-checkpoint"):
+    method = "save_weights" if stage == "writing-backup" else "save"
+    original = getattr(keras.Model, method)
+    def cut(self, path, *a, **k):
+        original(self, path, *a, **k)
+        calls.append(path)
+        if len(calls) == 2:  # the second backup (or checkpoint): the first one exists
+            half(path)
+            die()
+    setattr(keras.Model, method, cut)
+elif stage == "evaluation":
+    keras.Model.evaluate = lambda *a, **k: die()
+elif stage == "plot":
+    training.plot_history = lambda *a, **k: die()
+elif stage == "summary":
+    original = backup.write_json
+    def cut(path, value, **k):
+        if path.endswith("_summary.json"):
+            with backup.atomic_path(path) as partial:
+                with open(partial, "w") as f:
+                    f.write('{"model": "cut sh')
+                die()
+        original(path, value, **k)
+    backup.write_json = cut
+simple_cnn.main(sys.argv[3:])
+""" % (N_TRAIN, N_TEST)
+
+# The stage, and the epochs --resume has to train again (None: it depends on whether epoch 2 improved).
+STAGES = {"in-epoch": 1, "between-epochs": 1, "writing-backup": 1, "writing-checkpoint": None, "evaluation": 0,
+          "plot": 0, "summary": 0}
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def kill_at(stage, out):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    killed = subprocess.run([sys.executable, "-c", DRIVER, ROOT, stage] + ARGS + ["--output-dir", str(out)],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (out / "cifar10_simple_summary.json").exists()
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_a_run_killed_at_any_stage_finishes_with_resume(stage, tmp_path, monkeypatch, capsys):
+    use_synthetic(monkeypatch, N_TRAIN, N_TEST)
+    out = tmp_path / "out"
+    kill_at(stage, out)
+    simple_cnn.main(ARGS + ["--output-dir", str(out), "--resume"])
+    history = rows(out / "cifar10_simple_history.csv")
+    assert [int(r["epoch"]) for r in history] == list(range(EPOCHS))
+    summary = json.loads((out / "cifar10_simple_summary.json").read_text())
+    assert summary["epochs_run"] == EPOCHS
+    if STAGES[stage] is not None:  # nothing finished is trained again
+        assert summary["epochs_this_session"] == STAGES[stage]
+    # Every epoch trained exactly once, whatever the session it was trained in.
+    assert summary["optimizer_steps"] == EPOCHS * (N_TRAIN // BATCH)
+    _, run = training.read_run(str(out / "cifar10_simple_final.h5"))
+    assert run["metrics"]["test_accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert run["epoch"] == EPOCHS
+    for path in summary["best_checkpoints"] or [str(out / "cifar10_simple_best.h5")]:
+        keras.models.load_model(path)  # whole
+    assert not [p for p in os.listdir(out) if p.startswith(".partial-")]
+
+
+def test_a_finished_run_continues_for_more_epochs(tmp_path, monkeypatch, capsys):
+    use_synthetic(monkeypatch, N_TRAIN, N_TEST)
+    out = tmp_path / "out"
+    simple_cnn.main(ARGS + ["--output-dir", str(out)])
+    simple_cnn.main(ARGS[:2] + ["--epochs", "3"] + ARGS[4:] + ["--output-dir", str(out), "--resume"])
+    assert "Continuing cifar10_simple from epoch 2 to 3" in capsys.readouterr().out
+    assert [int(r["epoch"]) for r in rows(out / "cifar10_simple_history.csv")] == [0, 1, 2]
+    summary = json.loads((out / "cifar10_simple_summary.json").read_text())
+    assert summary["epochs_run"] == 3 and summary["optimizer_steps"] == 3 * (N_TRAIN // BATCH)
+    assert summary["hyperparameters"]["epochs"] == 3
+    # Fewer epochs than were trained cannot be resumed into.
+    import cli
+    with pytest.raises(cli.UsageError, match="has trained 3 epochs, more than the 2 asked for"):
+        simple_cnn.main(ARGS + ["--output-dir", str(out), "--resume"])
+
+
+def test_a_streamed_folder_resumes_its_shuffling_order():
+    import streaming
+
+    class Files(list):
+        def read(self, chosen):
+            return np.asarray(chosen)
+    files = Files(range(50))
+    straight = streaming.FileBatches(files, np.zeros(50), batch_size=10, shuffle=True, seed=3)
+    orders = []
+    for _ in range(3):
+        orders.append(straight.order.copy())
+        straight.on_epoch_end()
+    assert not np.array_equal(orders[0], orders[1])  # it does reshuffle
+    resumed = streaming.FileBatches(files, np.zeros(50), batch_size=10, shuffle=True, seed=3, epoch=2)
+    np.testing.assert_array_equal(resumed.order, orders[2])
