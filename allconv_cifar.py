@@ -29,6 +29,8 @@ What differs from the paper and the seed, and why:
 """
 
 import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
+import sys
+
 import keras
 from keras import layers
 
@@ -51,8 +53,8 @@ SHIFT = 0.1  # random shifts, fraction of width and height
 HORIZONTAL_FLIP = False  # random left-right mirror (the seed has none)
 FILL_MODE = "nearest"  # how pixels shifted in from outside are filled
 VAL_SPLIT = 0.0  # fraction of training images held out for validation (0: the test set, as the seed)
-HISTORY_FILE = "history.csv"  # per-epoch history, as the seed names it
-FINAL_FILE = "keras_allconv.h5"  # the final model, as the seed names it
+HISTORY_FILE = "history.csv"  # per-epoch history, as the seed names it (after the data set: cifar10_history.csv)
+FINAL_FILE = "keras_allconv.h5"  # the final model, as the seed names it (after the data set: cifar10_keras_allconv.h5)
 
 NUM_CLASSES = 10
 
@@ -85,8 +87,13 @@ def build_model(augment=None, input_dropout=INPUT_DROPOUT, dropout=DROPOUT, weig
     return keras.Model(inputs, outputs, name="allconv")
 
 
+def parse_args(argv=None):
+    """The command line over the hyperparameters above, as this module holds them now."""
+    return cli.parse_args(sys.modules[__name__], __doc__.splitlines()[0], argv)
+
+
 def main(argv=None):
-    args = cli.parse_args(__file__, __doc__.splitlines()[0], argv)
+    args = parse_args(argv)
     scope = training.setup(args)
 
     # Data
@@ -108,8 +115,9 @@ def main(argv=None):
     schedule = schedules.step_schedule(args.learning_rate, args.lr_steps)
     training.train(model, args, data, name=training.run_name(args, "allconv"),
                    batch_size=args.batch_size, epochs=args.epochs, schedule=schedule,
-                   best_template=training.run_name(args, "allconv_best.h5"), final_name=args.final_file,
-                   history_name=args.history_file)
+                   best_template=training.run_name(args, "allconv_best.h5"),
+                   final_name=training.run_name(args, args.final_file),
+                   history_name=training.run_name(args, args.history_file))
     return 0
 
 

@@ -158,26 +158,33 @@ def _steps(value):
 
 
 # (does the rule apply to this NAME, is the value good, what a good value is); the first rule that applies decides
+FILL_MODES = ("constant", "nearest", "reflect", "wrap")  # augment.FILL_MODES (augment imports this module)
 RULES = [
     (lambda n: n == "LR_STEPS", _steps, "a list of (epoch >= 0, factor > 0) pairs"),
     (lambda n: n.endswith("WARMUP_EPOCHS") or n == "LR_DROP_EPOCH", lambda v: v >= 0, "0 or more"),
     (lambda n: n.endswith(("EPOCHS", "BATCH_SIZE")) or n == "N", lambda v: v >= 1, "1 or more"),
     (lambda n: n.endswith(("MIN_LR", "WEIGHT_DECAY", "PATIENCE")) or n == "RESIZE", lambda v: v >= 0, "0 or more"),
     (lambda n: n.endswith("LEARNING_RATE"), lambda v: v > 0, "more than 0"),
+    (lambda n: n == "PLATEAU_FACTOR", lambda v: 0 < v < 1, "in (0, 1) (1 would cut nothing)"),
     (lambda n: n.endswith("FACTOR"), lambda v: 0 < v <= 1, "in (0, 1]"),
     (lambda n: n.endswith(("SHIFT", "SHIFT_RANGE")), lambda v: 0 <= v < 1 or (v >= 1 and float(v).is_integer()),
      "a fraction in [0, 1) or a whole number of pixels (1 or more)"),
     (lambda n: n.endswith(("MOMENTUM", "DROPOUT", "SPLIT", "SMOOTHING", "ZOOM_RANGE")),
      lambda v: 0 <= v < 1, "in [0, 1)"),
     (lambda n: n == "ROTATION_RANGE", lambda v: 0 <= v <= 180, "in [0, 180] degrees"),
+    (lambda n: n == "CVAL", lambda v: True, "(the fill value)"),
+    (lambda n: n == "FILL_MODE", lambda v: v in FILL_MODES, "one of " + ", ".join(FILL_MODES)),
+    (lambda n: n == "CHANNEL_MEAN", lambda v: isinstance(v, (list, tuple)) and len(v) in (1, 3) and all(
+        _number(m) and 0 <= m <= 255 for m in v), "a list of 3 (RGB) or 1 (gray) numbers in [0, 255]"),
 ]
+NOT_NUMBERS = {"LR_STEPS", "FILL_MODE", "CHANNEL_MEAN"}  # the values whose rule says what they are
 
 
 def check_value(name, value):
     """None if `value` is good for hyperparameter NAME, else what a good one is."""
     for applies, good, expected in RULES:
         if applies(name):
-            if name != "LR_STEPS" and not _number(value):
+            if name not in NOT_NUMBERS and not _number(value):
                 return f"a number {expected}"
             return None if good(value) else expected
     return None
@@ -387,6 +394,7 @@ def parse_args(script, description, argv=None, choices=None, extra=None, only=No
         _check_folders(args)
     except UsageError as e:
         parser.error(str(e))
+    args._script, args._argv = script_name, argv  # what the run records as its command (not hyperparameters)
     return args
 
 

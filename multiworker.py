@@ -14,9 +14,15 @@ so `fit` below runs the same epochs with a loop of its own: each worker
 trains on its shard of every global batch, gradients are summed across all
 replicas of all workers, batch-norm statistics are averaged across workers
 after every epoch, and the scripts' callbacks (learning-rate schedule,
-history, checkpoints, progress bar) are called as fit() calls them. Every
-worker validates on the whole validation set, so all take the same decisions;
-only the chief (worker 0) writes files.
+history, checkpoints, progress bar) are called as fit() calls them. Its step
+is fit()'s: the loss is the model's compute_loss() (compile()'s loss plus
+`model.losses`, the regularisation, as fit() and evaluate() log it), scaled by
+the optimizer's scale_loss() before the gradients are taken, so a
+LossScaleOptimizer (compile() adds one under mixed_float16) scales, unscales
+and skips non-finite steps as under fit(); a step is skipped on every worker
+when any worker's gradients are not finite. Every worker validates on the
+whole validation set, so all take the same decisions; only the chief
+(worker 0) writes files.
 """
 
 import json
@@ -75,10 +81,14 @@ _evaluation_steps = weakref.WeakKeyDictionary()  # model: its compiled evaluatio
 
 
 def evaluate(model, x, y, batch_size=256):
-    """(loss, accuracy) of the whole set, computed by this worker alone."""
+    """(loss, accuracy) of the whole set, computed by this worker alone; the
+    loss as evaluate() reports it, regularisation included."""
     import tensorflow as tf
     if model not in _evaluation_steps:  # traced once, not once an epoch
-        _evaluation_steps[model] = tf.function(lambda xb, yb: _loss_and_hits(model, xb, yb, training=False))
+        def step(xb, yb):
+            loss, hits = _loss_and_hits(model, xb, yb, training=False)
+            return _whole_loss(loss), hits
+        _evaluation_steps[model] = tf.function(step)
     step = _evaluation_steps[model]
     total_loss, hits = 0.0, 0
     for i in range(0, len(x), batch_size):
@@ -90,31 +100,63 @@ def evaluate(model, x, y, batch_size=256):
 
 
 def _loss_and_hits(model, xb, yb, training):
+    """The loss as fit()'s train and test steps compute it: compile()'s loss
+    plus model.losses (the regularisation). Keras divides it by the number of
+    replicas in sync of the strategy in effect (so that the optimizer, which
+    sums the replicas' gradients, takes their mean); `_whole_loss` undoes that."""
     import tensorflow as tf
     pred = model(xb, training=training)
-    loss = keras.ops.mean(keras.losses.get(model.loss)(yb, pred))  # compile()'s loss: a name or a callable
+    loss = model.compute_loss(x=xb, y=yb, y_pred=pred, training=training)
     hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(pred, -1), tf.argmax(yb, -1)), tf.int32))
     return loss, hits
+
+
+def _whole_loss(loss):
+    """A replica's share of the loss back to the loss itself, as Keras's
+    unscale_loss_for_distribution does for the loss that fit() logs."""
+    import tensorflow as tf
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss * tf.cast(replicas, loss.dtype) if replicas > 1 else loss
+
+
+def _skipped_together(grads):
+    """A LossScaleOptimizer skips a step (and halves its scale) when its
+    gradients are not all finite, but it looks at this worker's gradients
+    before they are summed across workers: left alone, one worker would skip
+    while another waited for it in the sum. Any worker's non-finite gradient
+    makes every worker's gradients NaN, so all skip together."""
+    import tensorflow as tf
+    present = [g for g in grads if g is not None]
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in present])
+    bad = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(finite), tf.float32))
+    poison = tf.where(bad > 0, float("nan"), 0.0)  # + 0.0 leaves a gradient exactly as it is
+    return [None if g is None else g + tf.cast(poison, g.dtype) for g in grads]
 
 
 def fit(model, strategy, x, y, *, batch_size, epochs, validation_data, callbacks, verbose, seed=0):
     """model.fit(x, y, batch_size=batch_size (global), epochs, validation_data,
     callbacks, verbose) across the workers of `strategy`."""
     import tensorflow as tf
-    replicas = strategy.num_replicas_in_sync
     steps = len(x) // batch_size
     if steps < 1:
         raise ValueError(f"{len(x)} training images are fewer than one global batch of {batch_size}")
     data = _dataset(strategy, x, y, batch_size, seed)
+    optimizer = model.optimizer
+    loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    if not optimizer.built:  # as fit() does: built before tracing, scale_loss() reads the current scale
+        with strategy.scope():
+            optimizer.build(model.trainable_variables)
 
     def replica_step(xb, yb):
         with tf.GradientTape() as tape:
-            loss, hits = _loss_and_hits(model, xb, yb, training=True)
-            total = loss + (keras.ops.sum(model.losses) if model.losses else 0.0)
-            scaled = total / replicas  # the optimizer sums the gradients of all replicas
+            loss, hits = _loss_and_hits(model, xb, yb, training=True)  # this replica's share
+            scaled = optimizer.scale_loss(loss)  # times the loss scale of a LossScaleOptimizer
         grads = tape.gradient(scaled, model.trainable_variables)
-        model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss, hits
+        if loss_scaled:
+            grads = _skipped_together(grads)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))  # sums, unscales, skips
+        return _whole_loss(loss), hits
 
     @tf.function
     def train_step(batch):

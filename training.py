@@ -553,8 +553,10 @@ def train(model, args, data, *, name, batch_size, epochs, schedule=None,
 
     code = hardware.code_version()  # at the start: the tree may change while the run trains
     source = getattr(data, "source", None)  # what the data is: a Data from prepare_data() says
-    run = {"script": os.path.basename(sys.argv[0]), "dataset": (source or {}).get("dataset", args.dataset),
-           "model": name, "hyperparameters": {k: v for k, v in sorted(vars(args).items()) if k != "multi_worker"}}
+    script = getattr(args, "_script", os.path.basename(sys.argv[0]))  # right when main(argv) is called from Python
+    run = {"script": script, "dataset": (source or {}).get("dataset", args.dataset), "model": name,
+           "hyperparameters": {k: v for k, v in sorted(vars(args).items())
+                               if k != "multi_worker" and not k.startswith("_")}}
     if source:  # so inspect_checkpoint.py and predict.py find the same test split again
         run["data"] = source
     best_so_far = _start_or_resume(args, paths, name, epochs, run["hyperparameters"])
@@ -610,7 +612,7 @@ def train(model, args, data, *, name, batch_size, epochs, schedule=None,
     plot_history(paths["history"], paths["plot"], f"{name}: test accuracy {test_acc:.4f}")
     summary = {
         "model": name,
-        "command": " ".join(["python3", os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        "command": " ".join(["python3", script] + list(getattr(args, "_argv", sys.argv[1:]))),
         "date": time.strftime("%Y-%m-%d"),
         "parameters": int(model.count_params()),
         "trainable_parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),

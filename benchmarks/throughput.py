@@ -3,7 +3,7 @@ figures that hold on a noisy machine.
 
     python benchmarks/throughput.py                         # every installed backend
     python benchmarks/throughput.py --backends tensorflow --windows 3 --seconds 2
-    python benchmarks/throughput.py --readme                # and put the table into README.md
+    python benchmarks/throughput.py --docs                  # and put the table into docs/speed.md
 
 What it measures, images/s:
 
@@ -483,7 +483,8 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=4.0, help="about how long each window runs")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"),
                         help="folder for throughput.json and throughput.md")
-    parser.add_argument("--readme", action="store_true", help="put the table into README.md's Speed section")
+    parser.add_argument("--docs", "--readme", dest="docs", action="store_true",
+                        help="put the table into docs/speed.md (--readme: its old name)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -498,15 +499,15 @@ def main(argv=None):
     print(f"Throughput on {report['machine']}: {windows_text(args.windows)} of about {args.seconds:g} s per figure")
     report["results"] = measure(plan(args.backends, args.models, args.variants), args.windows, args.seconds)
     table = save_report(report, markdown(report), args.out, "throughput")
-    if args.readme:
+    if args.docs:
         sys.path.insert(0, ROOT)
         import results_table
-        path = os.path.join(ROOT, "README.md")
+        path = os.path.join(ROOT, "docs", "speed.md")
         with open(path) as f:
             text = f.read()
         with open(path, "w") as f:
             f.write(results_table.with_table(text, table.rstrip("\n"), BEGIN, END))
-        print("README.md's Speed table updated")
+        print("docs/speed.md's table updated")
     return 0
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import allconv_cifar as A
 from conftest import ROOT
-from helpers import use_synthetic
+from helpers import final_model_accuracy, synthetic_cifar, use_synthetic
 
 DRIVER = os.path.join(ROOT, "tests", "distributed_driver.py")
 
@@ -35,7 +35,8 @@ def test_one_epoch_end_to_end_with_the_seed_file_names(tmp_path, monkeypatch):
     out = tmp_path / "out"
     A.main(["--epochs", "1", "--input-dropout", "0.2", "--weight-decay", "1e-3", "--verbose", "0",
             "--output-dir", str(out)])
-    for name in ("history.csv", "keras_allconv.h5", "cifar10_allconv_summary.json", "cifar10_allconv_history.png"):
+    for name in ("cifar10_history.csv", "cifar10_keras_allconv.h5", "cifar10_allconv_summary.json",
+                 "cifar10_allconv_history.png"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "cifar10_allconv_summary.json").read_text())
     assert summary["parameters"] == 1_369_738
@@ -76,9 +77,11 @@ def free_ports(n):
     return ports
 
 
-def run_cluster(tmp_path, mode, *more, workers=2):
+def run_cluster(tmp_path, mode, *more, workers=2, timeout=600):
     """multiworker_driver.py MODE as `workers` processes of one cluster on
-    127.0.0.1 (none: one process, no TF_CONFIG); worker i saves w{i}.npz."""
+    127.0.0.1 (none: one process, no TF_CONFIG); worker i saves w{i}.npz.
+    A cluster still running after `timeout` seconds (a worker waiting for
+    another in a collective that never comes) is killed and fails the test."""
     addresses = [f"127.0.0.1:{port}" for port in free_ports(workers)]
     procs = []
     for index in range(max(workers, 1)):
@@ -90,7 +93,13 @@ def run_cluster(tmp_path, mode, *more, workers=2):
             [sys.executable, os.path.join(ROOT, "tests", "multiworker_driver.py"), mode,
              str(tmp_path / f"w{index}.npz"), *more],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    try:
+        outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        outputs = [p.communicate()[0] for p in procs]
+        pytest.fail(f"{mode}: the cluster was still running after {timeout} s\n" + outputs[0][-2000:])
     for p, output in zip(procs, outputs):
         assert p.returncode == 0, output[-3000:]
     return outputs
@@ -119,11 +128,58 @@ def test_two_workers_on_localhost_train_to_the_same_weights(tmp_path):
     summary = json.loads((tmp_path / "out" / "cifar10_ResNet8v1_summary.json").read_text())
     assert summary["epochs_run"] == 1 and summary["hyperparameters"]["replicas"] == 2
     assert summary["optimizer_steps"] == 256 // 32  # 256 images, global batch 2 x 16
-    assert 0 <= summary["test_accuracy"] <= 1
+    _, (x_test, y_test) = synthetic_cifar(256, 64)  # the driver's data
+    assert summary["test_accuracy"] == pytest.approx(final_model_accuracy(summary, x_test, y_test), abs=1e-6)
     first, second = (weights_of(tmp_path / f"w{i}.npz") for i in range(2))
     assert len(first) == len(second) > 10
     for a, b in zip(first, second):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_a_loss_scaled_two_worker_run_equals_a_single_process_run(tmp_path):
+    """mixed_float16 with a LossScaleOptimizer (compile() adds one under
+    --mixed-precision on GPUs): two steps on a global batch of 32, split
+    across two workers, give the single-process weights and loss scale, so
+    the loss is scaled before the gradients are taken, and by the current
+    scale (doubled after each step here), not by that of the first step."""
+    run_cluster(tmp_path, "loss-scale")
+    (tmp_path / "single").mkdir()
+    run_cluster(tmp_path / "single", "loss-scale", workers=0)
+    paths = [tmp_path / "w0.npz", tmp_path / "w1.npz", tmp_path / "single" / "w0.npz"]
+    for path in paths:
+        with np.load(path) as data:
+            assert float(data["scale"]) == 2.0 ** 17, (path, float(data["scale"]))
+    first, second, single = (weights_of(path) for path in paths)
+    for a, b, c in zip(first, second, single):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, rtol=0, atol=2e-3)  # float16 compute
+
+
+def test_a_step_that_overflows_on_one_worker_is_skipped_on_both(tmp_path):
+    """The LossScaleOptimizer skips a step with non-finite gradients and
+    halves its scale, deciding on each worker's own gradients: one image that
+    is infinite in float16, on one worker, must make both skip (as one process
+    skips it), not leave the other waiting for it in the gradients' sum."""
+    run_cluster(tmp_path, "overflow", timeout=300)
+    initial = weights_of(tmp_path / "w0-initial.npz")
+    for path in (tmp_path / "w0.npz", tmp_path / "w1.npz"):
+        with np.load(path) as data:
+            assert float(data["scale"]) == 2.0 ** 14, (path, float(data["scale"]))  # halved from 2 ** 15
+        for before, after in zip(initial, weights_of(path)):
+            np.testing.assert_array_equal(before, after)
+
+
+def test_two_workers_log_the_losses_that_fit_and_evaluate_report(tmp_path):
+    """With an L2 kernel regulariser: the logged loss and val_loss, and
+    multiworker.evaluate's loss, are fit()'s and evaluate()'s, the
+    regularisation included (a plateau schedule watches val_loss)."""
+    run_cluster(tmp_path, "logs")
+    (tmp_path / "single").mkdir()
+    run_cluster(tmp_path / "single", "logs", workers=0)
+    for path in (tmp_path / "w0.npz", tmp_path / "w1.npz"):
+        with np.load(path) as cluster, np.load(tmp_path / "single" / "w0.npz") as single:
+            for key in ("loss", "val_loss", "evaluated"):
+                np.testing.assert_allclose(cluster[key], single[key], rtol=1e-5, err_msg=key)
 
 
 def test_a_malformed_tf_config_is_a_clear_error(tmp_path, fake_cifar):

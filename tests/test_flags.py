@@ -115,7 +115,7 @@ def run(monkeypatch, tmp_path):
         schedule = kwargs.pop("schedule", None)
         seen["train"] = describe(kwargs)
         seen["schedule"] = [schedule(e) for e in range(kwargs["epochs"])] if schedule else None
-        seen["record"] = {k: v for k, v in vars(args).items() if k != "multi_worker"}  # as training.train records
+        seen["record"] = {k: v for k, v in vars(args).items() if k != "multi_worker" and not k.startswith("_")}  # as training.train records
 
     monkeypatch.setattr(training, "prepare_data", prepare_data)
     monkeypatch.setattr(training, "train", train)

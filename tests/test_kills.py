@@ -132,6 +132,10 @@ def test_a_finished_run_continues_for_more_epochs(tmp_path, monkeypatch, capsys)
     summary = json.loads((out / "cifar10_simple_summary.json").read_text())
     assert summary["epochs_run"] == 3 and summary["optimizer_steps"] == 3 * (N_TRAIN // BATCH)
     assert summary["hyperparameters"]["epochs"] == 3
+    # main(argv) called from Python (here, under pytest) records its own script and flags, not sys.argv's.
+    assert summary["command"] == " ".join(["python3", "simple_cnn.py"] + ARGS[:2] + ["--epochs", "3"] + ARGS[4:]
+                                          + ["--output-dir", str(out), "--resume"])
+    assert training.read_run(str(out / "cifar10_simple_final.h5"))[1]["script"] == "simple_cnn.py"
     # Fewer epochs than were trained cannot be resumed into.
     import cli
     with pytest.raises(cli.UsageError, match="has trained 3 epochs, more than the 2 asked for"):
