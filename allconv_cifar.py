@@ -29,6 +29,7 @@ What differs from the paper and the seed, and why:
 """
 
 import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
+import os
 import sys
 
 import keras
@@ -112,12 +113,17 @@ def main(argv=None):
     model.summary()
 
     # Training and evaluation
+    history = training.run_name(args, args.history_file)
+    older = os.path.join(args.output_dir, args.history_file)  # runs before 2026-11-29 named it without the data set
+    if args.resume and os.path.isfile(older) and not os.path.exists(os.path.join(args.output_dir, history)):
+        os.replace(older, os.path.join(args.output_dir, history))
+        print(f"Renamed {older} to {history} (the history's name now starts with the data set)")
     schedule = schedules.step_schedule(args.learning_rate, args.lr_steps)
     training.train(model, args, data, name=training.run_name(args, "allconv"),
                    batch_size=args.batch_size, epochs=args.epochs, schedule=schedule,
                    best_template=training.run_name(args, "allconv_best.h5"),
                    final_name=training.run_name(args, args.final_file),
-                   history_name=training.run_name(args, args.history_file))
+                   history_name=history)
     return 0
 
 

@@ -28,6 +28,8 @@ import os
 
 import keras
 
+from cli import UsageError
+
 STATE = "state.json"
 
 
@@ -44,6 +46,19 @@ def atomic_path(path):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def writer_alive(partial):
+    """Whether the process that is writing `partial` (its name holds the
+    process id) is still running: another run's file is left alone."""
+    try:
+        pid = int(os.path.basename(partial).split("-")[1])
+        os.kill(pid, 0)
+    except (IndexError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # a process of another user
+        return True
+    return pid != os.getpid()
 
 
 def write_json(path, value, **kwargs):
@@ -80,7 +95,12 @@ def restore(model, folder, stateful=()):
         return 0
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-    model.load_weights(os.path.join(folder, state["weights"]))
+    path = os.path.join(folder, state["weights"])
+    try:
+        model.load_weights(path)
+    except (OSError, ValueError) as e:  # cut short (by a kill while Keras's own callback wrote it), or not ours
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"the backup {path} cannot be read ({first}); start the run afresh with --fresh") from None
     for callback in stateful:
         if callback.state_name in state.get("callbacks", {}):
             callback.set_state(state["callbacks"][callback.state_name])

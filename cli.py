@@ -180,12 +180,19 @@ RULES = [
 NOT_NUMBERS = {"LR_STEPS", "FILL_MODE", "CHANNEL_MEAN"}  # the values whose rule says what they are
 
 
+def _whole(name):
+    """Hyperparameters that count something: whole numbers."""
+    return name.endswith(("EPOCHS", "EPOCH", "BATCH_SIZE", "PATIENCE")) or name in ("N", "VERSION", "RESIZE")
+
+
 def check_value(name, value):
     """None if `value` is good for hyperparameter NAME, else what a good one is."""
     for applies, good, expected in RULES:
         if applies(name):
             if name not in NOT_NUMBERS and not _number(value):
                 return f"a number {expected}"
+            if _whole(name) and not float(value).is_integer():
+                return f"a whole number, {expected}"
             return None if good(value) else expected
     return None
 
@@ -306,7 +313,8 @@ def parse_args(script, description, argv=None, choices=None, extra=None, only=No
             kwargs["action"] = argparse.BooleanOptionalAction
         elif known and all(_number(v) for v in known):
             kinds = {type(v) for v in known}
-            kwargs["type"] = kinds.pop() if len(kinds) == 1 else number
+            shift = name.endswith(("SHIFT", "SHIFT_RANGE"))  # a fraction or whole pixels, whatever the default
+            kwargs["type"] = kinds.pop() if len(kinds) == 1 and not shift else number
             kwargs["metavar"] = "N" if kwargs["type"] is int else "X"
         elif not (known and all(isinstance(v, str) for v in known)):
             kwargs["type"] = _parse_literal
@@ -370,6 +378,11 @@ def parse_args(script, description, argv=None, choices=None, extra=None, only=No
     for name in defaults:
         if name in unused:
             continue
+        value = getattr(args, name.lower())
+        if name in choices and value not in choices[name]:  # argparse checks the command line, not the top of the file
+            parser.error(f"{_flag(name)} must be one of {', '.join(map(str, choices[name]))}, got {value!r}")
+        if _whole(name) and _number(value) and float(value).is_integer():
+            setattr(args, name.lower(), int(value))  # EPOCHS = 40 / 2 is 20.0: 20
         expected = check_value(name, getattr(args, name.lower()))
         if expected:
             parser.error(f"{_flag(name)} must be {expected}, got {getattr(args, name.lower())!r}")

@@ -32,16 +32,21 @@ def machine_description():
     return f"{cpu}, {os.cpu_count()} cores" + (f", {' '.join(flags)}" if flags else ", no bfloat16 flags")
 
 
+# What a run's figures do not depend on: changes there leave a tree clean (reproduce.py rewrites the README).
+NOT_CODE = (":(exclude)*.md", ":(exclude)results", ":(exclude)docs", ":(exclude)benchmarks/results")
+
+
 def code_version(folder=None):
     """The git commit the code runs from and whether the work tree had
-    uncommitted changes: {"commit": sha, "dirty": bool}, or None outside git."""
+    uncommitted changes to code (not to NOT_CODE): {"commit": sha, "dirty":
+    bool}, or None outside git."""
     import subprocess
     folder = folder or os.path.dirname(os.path.abspath(__file__))
     try:
         git = lambda *a: subprocess.run(["git", "-C", folder, *a], capture_output=True, text=True,  # noqa: E731
                                         timeout=20, check=True).stdout.strip()
         commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", *NOT_CODE))
     except (OSError, subprocess.SubprocessError):
         return None
     return {"commit": commit, "dirty": dirty}

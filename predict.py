@@ -113,7 +113,7 @@ def test_set(path, model, dataset=None, data_dir=None, stream=None):
     shape, n_out = tuple(model.inputs[0].shape[1:]), int(model.outputs[0].shape[-1])
     stored = source.get("dataset") or run.get("dataset")
     folder_run = stored is not None and stored not in load_data.DATASETS
-    if dataset is None and folder_run and data_dir:  # the folder moved: --data-dir says where to
+    if dataset is None and folder_run and data_dir and not os.path.isdir(stored):  # moved: --data-dir says where to
         inside = os.path.join(data_dir, os.path.basename(os.path.normpath(stored)))
         dataset, data_dir = (inside if os.path.isdir(inside) else data_dir), None
     name = dataset or dataset_of(run, model)

@@ -59,10 +59,12 @@ def collect(run_dir, name, results=results_table.RESULTS, allow_dirty=False):
     target = os.path.join(results, name)
     os.makedirs(target, exist_ok=True)
     copied = []
-    for pattern in OUTPUTS:
+    for pattern in OUTPUTS[::-1]:  # the summary last, whole: its presence says the run is collected
         for path in glob.glob(os.path.join(run_dir, pattern)):
-            shutil.copy2(path, target)
-            copied.append(os.path.join(target, os.path.basename(path)))
+            kept = os.path.join(target, os.path.basename(path))
+            shutil.copy2(path, kept + ".partial")
+            os.replace(kept + ".partial", kept)
+            copied.append(kept)
     if not any(p.endswith("_summary.json") for p in copied):
         raise SystemExit(f"error: {run_dir} holds no *_summary.json: the run did not finish")
     return sorted(set(copied))

@@ -28,6 +28,7 @@ fast, `--warmup-epochs` with seed) is refused; the old `--fast-epochs`,
 """
 
 import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
+import os
 import sys
 
 import keras
@@ -163,6 +164,17 @@ def depth_of(version, n):
     return n * 6 + 2 if version == 1 else n * 9 + 2
 
 
+def depth_problem(version, depth):
+    """What is wrong with a ResNet's version and depth, or None."""
+    if version not in (1, 2):
+        return f"VERSION must be 1 or 2, got {version}"
+    step = 6 if version == 1 else 9
+    if depth < step + 2 or (depth - 2) % step:
+        valid = ", ".join(str(step * k + 2) for k in range(1, 5))
+        return f"ResNet v{version} depth must be {step}n+2 ({valid}, ...), got {depth}"
+    return None
+
+
 def build_model(version=VERSION, depth=None, normalization=None, augment=None,
                 input_shape=(32, 32, 3), num_classes=NUM_CLASSES, weight_decay=1e-4,
                 bn_momentum=0.99):
@@ -171,12 +183,9 @@ def build_model(version=VERSION, depth=None, normalization=None, augment=None,
     `augment`: ImageDataGenerator knobs (training.augmentation), or None;
     `bn_momentum`: batch norm's moving-average momentum (Keras's 0.99)."""
     depth = depth or depth_of(version, N)
-    if version not in (1, 2):
-        raise cli.UsageError(f"VERSION must be 1 or 2, got {version}")
-    step = 6 if version == 1 else 9
-    if depth < step + 2 or (depth - 2) % step:
-        valid = ", ".join(str(step * k + 2) for k in range(1, 5))
-        raise cli.UsageError(f"ResNet v{version} depth must be {step}n+2 ({valid}, ...), got {depth}")
+    problem = depth_problem(version, depth)
+    if problem:
+        raise cli.UsageError(problem)
     inputs = keras.Input(input_shape, name="image")
     x = training.preprocess(inputs, normalization or training.rescale(), augment)
     body = resnet_v1 if version == 1 else resnet_v2
@@ -205,9 +214,16 @@ def recipe(args):
 def parse_args(argv=None):
     """The command line over the hyperparameters above, as this module holds
     them now; args holds the values used (the recipe's, unless overridden)."""
-    return cli.parse_args(sys.modules[__name__], __doc__.splitlines()[0], argv, choices={"VERSION": (1, 2)},
+    args = cli.parse_args(sys.modules[__name__], __doc__.splitlines()[0], argv, choices={"VERSION": (1, 2)},
                           recipes=("RECIPE", RECIPES), renamed=RENAMED,
                           extra=lambda p: p.add_argument("--depth", type=int, help="network depth (instead of N)"))
+    if args.depth is not None:  # checked here, before any data is read
+        problem = depth_problem(args.version, args.depth) or (
+            f"give --depth or --n, not both (--n {args.n} is depth {depth_of(args.version, args.n)})"
+            if args.n != N else None)
+        if problem:
+            cli.OneLineParser(prog=os.path.basename(__file__)).error(problem)
+    return args
 
 
 def main(argv=None):

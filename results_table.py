@@ -124,6 +124,17 @@ def row(summary):
         summary.get("backend", ""), summary.get("date", ""), code(summary))
 
 
+# Settings that say where files are or how a run is shown, not what is trained.
+NOT_RECIPE = {"data_dir", "output_dir", "verbose", "resume", "fresh", "devices", "multi_worker", "replicas"}
+
+
+def recipe_key(summary):
+    """What makes two runs repeats of one recipe: the command, the epochs and
+    every recorded value that shapes training."""
+    values = {k: v for k, v in summary.get("hyperparameters", {}).items() if k not in NOT_RECIPE}
+    return (short_command(summary.get("command", "?")), summary["epochs_run"], json.dumps(values, sort_keys=True))
+
+
 def mean_row(group):
     """The mean of several runs of one command, held to the target."""
     accuracies = [100 * s["test_accuracy"] for s in group]
@@ -138,8 +149,8 @@ def table(summaries):
             "hardware, backend | date | code |",
             "|---|---:|---:|---:|---|---:|---|---|---|"]
     groups = {}
-    for summary in summaries:  # runs of the same command together, in order of their first run
-        groups.setdefault((short_command(summary.get("command", "?")), summary["epochs_run"]), []).append(summary)
+    for summary in summaries:  # runs of the same recipe together (same command and values), in order of the first
+        groups.setdefault(recipe_key(summary), []).append(summary)
     rows = []
     for group in groups.values():
         rows += [row(s) for s in group] + ([mean_row(group)] if len(group) > 1 else [])

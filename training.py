@@ -357,9 +357,11 @@ def _trim_history(csv_path, epochs_done):
     if os.path.isfile(csv_path):
         with open(csv_path, newline="") as f:
             fields = next(csv.reader(f), None)
+        if fields and "train_seconds" not in fields:  # a history from before Throughput logged it:
+            fields = ["epoch"] + sorted(set(fields[1:]) | {"train_seconds"})  # CSVLogger's order from now on
         with backup.atomic_path(csv_path) as partial, open(partial, "w", newline="") as f:
             if fields:
-                writer = csv.DictWriter(f, fieldnames=fields)
+                writer = csv.DictWriter(f, fieldnames=fields, restval="")
                 writer.writeheader()
                 writer.writerows(kept)
     return kept
@@ -368,13 +370,19 @@ def _trim_history(csv_path, epochs_done):
 # Settings that say where files are or how a run is shown: they may change on --resume.
 PLUMBING = {"resume", "fresh", "verbose", "output_dir", "data_dir", "multi_worker", "replicas"}
 # What --resume may change: more epochs continue a run (the schedule is then defined over the new length).
-EXTENDABLE = {"epochs", "fast_epochs"}
+EXTENDABLE = {"epochs"}
 
 
 def _differences(before, now):
-    keys = sorted((set(before) | set(now)) - PLUMBING)
-    return [(k, before.get(k), now.get(k)) for k in keys if json.dumps(before.get(k), default=str)
-            != json.dumps(now.get(k), default=str)]
+    """(name, recorded value, value now) of the settings that differ. Only
+    names both know count, and not those the run does not use (None now); a
+    run recorded before resnet_cifar.py's recipes became dicts (fast_epochs,
+    ...) is compared under today's names."""
+    if before.get("recipe") == "fast":
+        before = dict(before, **{k[len("fast_"):]: v for k, v in before.items() if k.startswith("fast_")})
+    keys = sorted((set(before) & set(now)) - PLUMBING)
+    return [(k, before[k], now[k]) for k in keys if now[k] is not None and
+            json.dumps(before[k], default=str) != json.dumps(now[k], default=str)]
 
 
 def _finished_epochs(summary_path):
@@ -386,6 +394,12 @@ def _finished_epochs(summary_path):
         return None
 
 
+def _recorded_epochs(record):
+    """The length a run was started with (resnet_cifar.py's fast recipe once recorded it as fast_epochs)."""
+    return record.get("fast_epochs") if record.get("recipe") == "fast" and "fast_epochs" in record \
+        else record.get("epochs")
+
+
 def _start_or_resume(args, paths, name, epochs, hyperparameters):
     """Refuse to lose a run: a fresh start into a folder holding this run's
     backup or history needs --fresh; --resume needs the same settings as the
@@ -395,7 +409,8 @@ def _start_or_resume(args, paths, name, epochs, hyperparameters):
     out, folder = os.path.dirname(paths["history"]) or ".", paths["backup"]
     record = os.path.join(folder, "run.json")
     for partial in glob.glob(os.path.join(out, ".partial-*")) + glob.glob(os.path.join(folder, ".partial-*")):
-        os.remove(partial)  # what a killed run was writing when it died
+        if not backup.writer_alive(partial):  # what a killed run was writing when it died
+            os.remove(partial)
     now = json.loads(json.dumps(hyperparameters, default=str))
     state = backup.read_state(folder) if args.resume else None
     if state is not None:
@@ -420,7 +435,7 @@ def _start_or_resume(args, paths, name, epochs, hyperparameters):
         best_so_far = max((float(r["val_accuracy"]) for r in kept if r.get("val_accuracy")), default=-np.inf)
         if epochs == done:
             print(f"Finishing {name}: its {done} epochs are trained; evaluating and writing its files")
-        elif _finished_epochs(paths["summary"]) == done:
+        elif _finished_epochs(paths["summary"]) == done or _recorded_epochs(before) not in (None, epochs):
             print(f"Continuing {name} from epoch {done} to {epochs}; its schedule is now defined over "
                   f"{epochs} epochs")
         else:

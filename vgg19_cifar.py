@@ -71,8 +71,8 @@ CONFIGS = {  # per block: number of convolutions and, for C, 1x1 for the last
 }
 NAMES = {"A": "VGG11", "B": "VGG13", "C": "VGG16C", "D": "VGG16", "E": "VGG19"}
 IMAGENET_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/"
-                "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels.h5")
-IMAGENET_MD5 = "cbe5617147190e668d6c5d5026f83318"
+                "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5")  # the convolutions only (80 MB)
+IMAGENET_MD5 = "253f8cb515780f3b799900260a226db6"  # keras.applications.vgg19's hash of that file
 NUM_CLASSES = 10
 
 
@@ -149,7 +149,7 @@ def load_weights_by_name(model, path):
     file does): its kernel is loaded with the input channels reversed, so
     that it takes the model's RGB."""
     if path == "imagenet":
-        path = keras.utils.get_file("vgg19_weights_tf_dim_ordering_tf_kernels.h5", IMAGENET_URL,
+        path = keras.utils.get_file("vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", IMAGENET_URL,
                                     cache_subdir="models", file_hash=IMAGENET_MD5)
     stored = read_h5_weights(path)
     problems, plan = [], []

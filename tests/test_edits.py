@@ -157,3 +157,25 @@ def test_constants_after_the_blank_line_are_not_hyperparameters():
     names = [name for name, _, _ in cli.hyperparameters(simple_cnn)]
     assert names[:4] == ["MODEL", "DATASET", "EPOCHS", "BATCH_SIZE"] and names[-1] == "CVAL"
     assert not {"MODELS", "OPTIMIZERS", "NUM_CLASSES"} & set(names)
+
+
+@pytest.mark.parametrize("edits,expected", [
+    ([("EPOCHS", "EPOCHS = 40 / 2"), ("BATCH_SIZE", "BATCH_SIZE = 128 / 2")], {"epochs": 20, "batch_size": 64}),
+    ([("EPOCHS", "EPOCHS = 2.5")], "--epochs must be a whole number"),
+    ([("OPTIMIZER", 'OPTIMIZER = "sgd"')], "--optimizer must be one of adam, rmsprop"),
+    ([("MODEL", 'MODEL = "Deep"')], "--model must be one of simple, deep, deep_aug"),
+], ids=["division", "fraction", "unknown-optimizer", "unknown-model"])
+def test_an_edit_is_a_whole_number_or_a_choice_or_one_line(edits, expected, tmp_path, monkeypatch, capsys):
+    """A count written as a division (40 / 2 is 20.0 in Python) is a whole
+    number; a fraction of an epoch, or a choice the script does not know,
+    is one line naming it before any data is read (not a traceback later)."""
+    module = edited(tmp_path, monkeypatch, "simple_cnn", *edits)
+    if isinstance(expected, dict):
+        args = module.parse_args(["--output-dir", str(tmp_path / "out")])
+        for key, value in expected.items():
+            assert getattr(args, key) == value and type(getattr(args, key)) is int
+        return
+    with pytest.raises(SystemExit) as exit_:
+        module.parse_args(["--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and "\n" not in err and expected in err, err

@@ -157,3 +157,35 @@ def test_a_streamed_folder_resumes_its_shuffling_order():
     assert not np.array_equal(orders[0], orders[1])  # it does reshuffle
     resumed = streaming.FileBatches(files, np.zeros(50), batch_size=10, shuffle=True, seed=3, epoch=2)
     np.testing.assert_array_equal(resumed.order, orders[2])
+
+
+def test_a_run_from_before_this_backup_format_resumes(tmp_path, monkeypatch):
+    """A run whose backup Keras's BackupAndRestore wrote (latest.weights.h5,
+    training_metadata.json) and whose history has no train_seconds column
+    continues, its history rows whole; a file another live process is writing
+    in the folder is left alone, a dead one's is removed."""
+    use_synthetic(monkeypatch, N_TRAIN, N_TEST)
+    out = tmp_path / "out"
+    simple_cnn.main(ARGS + ["--output-dir", str(out)])
+    folder = out / ".cifar10_simple_resume"
+    (weights,) = folder.glob("epoch*.weights.h5")
+    weights.rename(folder / "latest.weights.h5")
+    (folder / "state.json").unlink()
+    (folder / "training_metadata.json").write_text(json.dumps({"epoch": EPOCHS, "batch": 0}))
+    old = rows(out / "cifar10_simple_history.csv")
+    with open(out / "cifar10_simple_history.csv", "w", newline="") as f:
+        fields = [k for k in old[0] if k != "train_seconds"]
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(old)
+    live, dead = out / f".partial-{os.getppid()}-other.h5", out / ".partial-999999999-gone.h5"
+    live.write_text("another run is writing this")
+    dead.write_text("cut short")
+
+    simple_cnn.main(ARGS[:2] + ["--epochs", "3"] + ARGS[4:] + ["--output-dir", str(out), "--resume"])
+    history = rows(out / "cifar10_simple_history.csv")
+    assert [int(r["epoch"]) for r in history] == [0, 1, 2]
+    assert all(None not in r and 0 <= float(r["val_accuracy"]) <= 1 for r in history)  # columns in line
+    assert history[-1]["train_seconds"] and not history[0]["train_seconds"]
+    assert json.loads((out / "cifar10_simple_summary.json").read_text())["epochs_this_session"] == 1
+    assert live.exists() and not dead.exists()

@@ -123,3 +123,23 @@ def test_reproduce_refuses_an_unknown_run(capsys):
     with pytest.raises(SystemExit):
         reproduce.main(["--only", "resnet1000"])
     assert "unknown run(s) resnet1000" in capsys.readouterr().err
+
+
+def test_a_run_names_its_commit_and_only_code_changes_make_it_dirty(tmp_path):
+    """hardware.code_version: the commit, and dirty for a changed script but not
+    for the README, docs or results that reproduce.py itself rewrites."""
+    import hardware
+    git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t",  # noqa: E731
+                                     *a], check=True, capture_output=True, text=True).stdout.strip()
+    git("init", "-q")
+    for name in ("train.py", "README.md", "results/run/summary.json", "docs/notes.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("0\n")
+    git("add", "-A")
+    git("commit", "-q", "-m", "first")
+    assert hardware.code_version(str(tmp_path)) == {"commit": git("rev-parse", "HEAD"), "dirty": False}
+    for name in ("README.md", "results/run/summary.json", "docs/notes.md"):
+        (tmp_path / name).write_text("1\n")
+    assert hardware.code_version(str(tmp_path))["dirty"] is False
+    (tmp_path / "train.py").write_text("1\n")
+    assert hardware.code_version(str(tmp_path))["dirty"] is True
