@@ -104,3 +104,23 @@ def fake_cifar(tmp_path_factory):
     # The official layout: channel-major rows, R then G then B planes.
     images = rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return root, (images[:50000], labels[:50000, None]), (images[50000:], labels[50000:, None])
+
+
+@pytest.fixture
+def small_sets(monkeypatch):
+    """Synthetic stand-ins for the readers: Fashion-MNIST (28x28, no channel
+    axis, as its reader returns it) and CIFAR-100 with 100 or 20 classes."""
+    import load_data
+    from helpers import synthetic_cifar
+    (x, y), (xt, yt) = synthetic_cifar(64, 32, size=28, channels=1)
+    monkeypatch.setattr(load_data, "load_fashion_mnist",
+                        lambda data_dir=None: ((x[..., 0], y.ravel()), (xt[..., 0], yt.ravel())))
+
+    def cifar100(data_dir=None, label_mode="fine"):
+        (a, b), (c, d) = synthetic_cifar(64, 32)
+        classes = 100 if label_mode == "fine" else 20
+        return (a, (b * 7) % classes), (c, (d * 7) % classes)
+    monkeypatch.setattr(load_data, "load_cifar100", cifar100)
+    monkeypatch.setattr(load_data, "load_cifar100_class_names",
+                        lambda data_dir=None, label_mode="fine": tuple(
+                            f"{label_mode}_{i}" for i in range(100 if label_mode == "fine" else 20)))

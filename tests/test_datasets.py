@@ -14,25 +14,6 @@ import resnet_cifar
 import simple_cnn
 import training
 import vgg19_cifar
-from helpers import synthetic_cifar
-
-
-@pytest.fixture
-def small_sets(monkeypatch):
-    """Synthetic stand-ins for the readers: Fashion-MNIST (28x28, no channel
-    axis, as its reader returns it) and CIFAR-100 with 100 or 20 classes."""
-    (x, y), (xt, yt) = synthetic_cifar(64, 32, size=28, channels=1)
-    monkeypatch.setattr(load_data, "load_fashion_mnist",
-                        lambda data_dir=None: ((x[..., 0], y.ravel()), (xt[..., 0], yt.ravel())))
-
-    def cifar100(data_dir=None, label_mode="fine"):
-        (a, b), (c, d) = synthetic_cifar(64, 32)
-        classes = 100 if label_mode == "fine" else 20
-        return (a, (b * 7) % classes), (c, (d * 7) % classes)
-    monkeypatch.setattr(load_data, "load_cifar100", cifar100)
-    monkeypatch.setattr(load_data, "load_cifar100_class_names",
-                        lambda data_dir=None, label_mode="fine": tuple(
-                            f"{label_mode}_{i}" for i in range(100 if label_mode == "fine" else 20)))
 
 
 @pytest.mark.parametrize("module,flags,dataset,name", [
