@@ -18,9 +18,9 @@ fast, `--warmup-epochs` with seed) is refused; the old `--fast-epochs`,
   fast  ours: SGD + Nesterov, batch 128, linear warm-up then cosine decay,
         label smoothing, whole-pixel shifts of up to 4 (zero fill: the paper's pad and crop) + flips,
         weight decay 5e-4, batch-norm momentum 0.9, 40 epochs
-        (90.76% on the test set after its 40 epochs on a 2-core CPU, results/;
-        90.16% with the seed's weight decay 2e-4, batch-norm momentum 0.99 and
-        'nearest' fill: still 0.49 points short of the paper's 91.25%)
+        (90.54% on the test set after its 40 epochs, 1 h 55 min on a 2-core
+        AMD EPYC shared with other work, commit a8c723e,
+        results/resnet20_fast/: 0.71 short of the paper's 91.25%)
 
     python resnet_cifar.py                        # ResNet-20 v1, the seed recipe
     python resnet_cifar.py --recipe fast          # ResNet-20 v1 in 40 epochs

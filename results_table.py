@@ -22,6 +22,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import sys
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -125,14 +126,15 @@ def row(summary):
 
 
 # Settings that say where files are or how a run is shown, not what is trained.
-NOT_RECIPE = {"data_dir", "output_dir", "verbose", "resume", "fresh", "devices", "multi_worker", "replicas"}
+NOT_RECIPE = {"data_dir", "output_dir", "verbose", "resume", "fresh", "devices", "multi_worker", "replicas", "seed"}
 
 
 def recipe_key(summary):
     """What makes two runs repeats of one recipe: the command, the epochs and
     every recorded value that shapes training."""
     values = {k: v for k, v in summary.get("hyperparameters", {}).items() if k not in NOT_RECIPE}
-    return (short_command(summary.get("command", "?")), summary["epochs_run"], json.dumps(values, sort_keys=True))
+    command = re.sub(r" --seed[ =]\S+", "", short_command(summary.get("command", "?")))  # repeats differ in seed
+    return (command, summary["epochs_run"], json.dumps(values, sort_keys=True))
 
 
 def mean_row(group):
