@@ -37,9 +37,7 @@ import numpy as np
 import keras
 from keras import layers, ops
 
-from cli import UsageError
-
-FILL_MODES = ("constant", "nearest", "reflect", "wrap")
+from cli import FILL_MODES, UsageError, is_shift
 
 
 @keras.saving.register_keras_serializable(package="cifar_collection")
@@ -55,7 +53,7 @@ class RandomAffine(layers.Layer):
         if fill_mode not in FILL_MODES:
             raise UsageError(f"fill_mode must be constant, nearest, reflect or wrap, got {fill_mode!r}")
         for knob, value in (("width_shift_range", width_shift_range), ("height_shift_range", height_shift_range)):
-            if not (0 <= value < 1 or (value >= 1 and float(value).is_integer())):
+            if not is_shift(value):
                 raise UsageError(f"{knob} must be a fraction in [0, 1) or a whole number of pixels, got {value!r}")
         self.rotation_range, self.zoom_range = float(rotation_range), float(zoom_range)
         self.width_shift_range, self.height_shift_range = float(width_shift_range), float(height_shift_range)

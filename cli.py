@@ -158,7 +158,14 @@ def _steps(value):
 
 
 # (does the rule apply to this NAME, is the value good, what a good value is); the first rule that applies decides
-FILL_MODES = ("constant", "nearest", "reflect", "wrap")  # augment.FILL_MODES (augment imports this module)
+FILL_MODES = ("constant", "nearest", "reflect", "wrap")  # how augment.RandomAffine fills what it shifts in
+
+
+def is_shift(value):
+    """A shift range: a fraction of the size below 1, or a whole number of pixels."""
+    return 0 <= value < 1 or (value >= 1 and float(value).is_integer())
+
+
 RULES = [
     (lambda n: n == "LR_STEPS", _steps, "a list of (epoch >= 0, factor > 0) pairs"),
     (lambda n: n.endswith("WARMUP_EPOCHS") or n == "LR_DROP_EPOCH", lambda v: v >= 0, "0 or more"),
@@ -167,7 +174,7 @@ RULES = [
     (lambda n: n.endswith("LEARNING_RATE"), lambda v: v > 0, "more than 0"),
     (lambda n: n == "PLATEAU_FACTOR", lambda v: 0 < v < 1, "in (0, 1) (1 would cut nothing)"),
     (lambda n: n.endswith("FACTOR"), lambda v: 0 < v <= 1, "in (0, 1]"),
-    (lambda n: n.endswith(("SHIFT", "SHIFT_RANGE")), lambda v: 0 <= v < 1 or (v >= 1 and float(v).is_integer()),
+    (lambda n: n.endswith(("SHIFT", "SHIFT_RANGE")), is_shift,
      "a fraction in [0, 1) or a whole number of pixels (1 or more)"),
     (lambda n: n.endswith(("MOMENTUM", "DROPOUT", "SPLIT", "SMOOTHING", "ZOOM_RANGE")),
      lambda v: 0 <= v < 1, "in [0, 1)"),

@@ -84,6 +84,7 @@ RENAMED = {f"--fast-{flag}": f"--{flag} (with --recipe fast)" for flag in (
     "epochs", "batch-size", "learning-rate", "warmup-epochs", "momentum", "shift", "weight-decay",
     "bn-momentum", "fill-mode")}
 NUM_CLASSES = 10
+EXAMPLE = RECIPES["seed"]  # the builders' defaults: the Keras example's weight decay and batch-norm momentum
 
 
 # --------------------------------------------------------------------------
@@ -91,8 +92,8 @@ NUM_CLASSES = 10
 # --------------------------------------------------------------------------
 
 def resnet_layer(inputs, num_filters=16, kernel_size=3, strides=1, activation="relu",
-                 batch_normalization=True, conv_first=True, weight_decay=1e-4,
-                 bn_momentum=0.99):
+                 batch_normalization=True, conv_first=True, weight_decay=EXAMPLE["weight_decay"],
+                 bn_momentum=EXAMPLE["bn_momentum"]):
     """Conv2D-BN-activation (conv_first) or BN-activation-Conv2D."""
     conv = layers.Conv2D(num_filters, kernel_size, strides=strides, padding="same",
                          kernel_initializer="he_normal",
@@ -109,7 +110,8 @@ def resnet_layer(inputs, num_filters=16, kernel_size=3, strides=1, activation="r
     return x
 
 
-def resnet_v1(x, depth, num_classes=NUM_CLASSES, weight_decay=1e-4, bn_momentum=0.99):
+def resnet_v1(x, depth, num_classes=NUM_CLASSES, weight_decay=EXAMPLE["weight_decay"],
+              bn_momentum=EXAMPLE["bn_momentum"]):
     opts = dict(weight_decay=weight_decay, bn_momentum=bn_momentum)
     num_filters, num_blocks = 16, (depth - 2) // 6
     x = resnet_layer(x, **opts)
@@ -128,7 +130,8 @@ def resnet_v1(x, depth, num_classes=NUM_CLASSES, weight_decay=1e-4, bn_momentum=
                         dtype="float32")(x)  # float32 output under --mixed-precision
 
 
-def resnet_v2(x, depth, num_classes=NUM_CLASSES, weight_decay=1e-4, bn_momentum=0.99):
+def resnet_v2(x, depth, num_classes=NUM_CLASSES, weight_decay=EXAMPLE["weight_decay"],
+              bn_momentum=EXAMPLE["bn_momentum"]):
     opts = dict(weight_decay=weight_decay, bn_momentum=bn_momentum)
     filters_in, num_blocks = 16, (depth - 2) // 9
     x = resnet_layer(x, filters_in, conv_first=True, **opts)
@@ -176,8 +179,8 @@ def depth_problem(version, depth):
 
 
 def build_model(version=VERSION, depth=None, normalization=None, augment=None,
-                input_shape=(32, 32, 3), num_classes=NUM_CLASSES, weight_decay=1e-4,
-                bn_momentum=0.99):
+                input_shape=(32, 32, 3), num_classes=NUM_CLASSES, weight_decay=EXAMPLE["weight_decay"],
+                bn_momentum=EXAMPLE["bn_momentum"]):
     """An uncompiled ResNet taking raw pixels. `depth` defaults to N's;
     `normalization`: a layer (training.pixel_mean(x_train)), default ÷255;
     `augment`: ImageDataGenerator knobs (training.augmentation), or None;

@@ -334,10 +334,14 @@ class Throughput(keras.callbacks.Callback):
             logs["train_seconds"] = self.epoch_seconds[-1]
 
     def images_per_second(self):
-        """Steady state: the first epoch (compilation) is left out when there
-        are others."""
-        seconds = self.epoch_seconds[1:] or self.epoch_seconds
-        return self.n_images * len(seconds) / sum(seconds) if seconds else None
+        return steady_rate(self.n_images, self.epoch_seconds)
+
+
+def steady_rate(n_images, epoch_seconds):
+    """Images/s over the epochs, leaving out the first (compilation) when
+    there are others; None without any."""
+    steady = epoch_seconds[1:] or epoch_seconds
+    return n_images * len(steady) / sum(steady) if steady else None
 
 
 def read_history(csv_path):
@@ -378,8 +382,7 @@ def _differences(before, now):
     names both know count, and not those the run does not use (None now); a
     run recorded before resnet_cifar.py's recipes became dicts (fast_epochs,
     ...) is compared under today's names."""
-    if before.get("recipe") == "fast":
-        before = dict(before, **{k[len("fast_"):]: v for k, v in before.items() if k.startswith("fast_")})
+    before = _today_names(before)
     keys = sorted((set(before) & set(now)) - PLUMBING)
     return [(k, before[k], now[k]) for k in keys if now[k] is not None and
             json.dumps(before[k], default=str) != json.dumps(now[k], default=str)]
@@ -394,10 +397,13 @@ def _finished_epochs(summary_path):
         return None
 
 
-def _recorded_epochs(record):
-    """The length a run was started with (resnet_cifar.py's fast recipe once recorded it as fast_epochs)."""
-    return record.get("fast_epochs") if record.get("recipe") == "fast" and "fast_epochs" in record \
-        else record.get("epochs")
+def _today_names(record):
+    """A run's recorded settings under today's names: resnet_cifar.py's fast
+    recipe recorded its own values as fast_epochs, fast_batch_size, ... before
+    its recipes became dicts (2026-11-29)."""
+    if record.get("recipe") != "fast":
+        return record
+    return dict(record, **{k[len("fast_"):]: v for k, v in record.items() if k.startswith("fast_")})
 
 
 def _start_or_resume(args, paths, name, epochs, hyperparameters):
@@ -435,7 +441,7 @@ def _start_or_resume(args, paths, name, epochs, hyperparameters):
         best_so_far = max((float(r["val_accuracy"]) for r in kept if r.get("val_accuracy")), default=-np.inf)
         if epochs == done:
             print(f"Finishing {name}: its {done} epochs are trained; evaluating and writing its files")
-        elif _finished_epochs(paths["summary"]) == done or _recorded_epochs(before) not in (None, epochs):
+        elif _finished_epochs(paths["summary"]) == done or _today_names(before).get("epochs") not in (None, epochs):
             print(f"Continuing {name} from epoch {done} to {epochs}; its schedule is now defined over "
                   f"{epochs} epochs")
         else:
@@ -516,11 +522,8 @@ def plot_history(csv_path, png_path, title):
 
 def images_per_second(rows, n_images):
     """Training images/s over the history's epochs (every session of a
-    resumed run), leaving out the first (compilation) when there are others;
-    None for a history without timings."""
-    seconds = [float(r["train_seconds"]) for r in rows if r.get("train_seconds")]
-    steady = seconds[1:] or seconds
-    return n_images * len(steady) / sum(steady) if steady else None
+    resumed run); None for a history without timings."""
+    return steady_rate(n_images, [float(r["train_seconds"]) for r in rows if r.get("train_seconds")])
 
 
 def library_versions():

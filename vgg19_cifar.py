@@ -70,7 +70,7 @@ CONFIGS = {  # per block: number of convolutions and, for C, 1x1 for the last
     "E": [(2, 64), (2, 128), (4, 256), (4, 512), (4, 512)],
 }
 NAMES = {"A": "VGG11", "B": "VGG13", "C": "VGG16C", "D": "VGG16", "E": "VGG19"}
-# Keras's ImageNet file with the convolutions only (80 MB), and keras.applications.vgg19's hash of it
+# Keras's ImageNet file with the convolutions only, and keras.applications.vgg19's hash of it
 IMAGENET_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/"
                 "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5")
 IMAGENET_MD5 = "253f8cb515780f3b799900260a226db6"

@@ -19,6 +19,7 @@ import predict
 import resnet18_fashion_mnist
 import resnet_cifar
 import simple_cnn
+import streaming
 import vgg19_cifar
 from helpers import use_synthetic
 
@@ -59,7 +60,16 @@ def test_train_resume_predict_inspect(script, data, folder, small_sets, tmp_path
     if data == "streamed":
         argv.append("--stream")
     module.main(argv + ["--epochs", "1"])
+    shuffled_from = []  # the epoch a streamed training set's shuffling starts at
+    original = streaming.FileBatches.__init__
+
+    def spy(self, images, targets, batch_size, shuffle=False, seed=0, workers=2, epoch=0):
+        if shuffle:
+            shuffled_from.append(epoch)
+        original(self, images, targets, batch_size, shuffle, seed, workers, epoch)
+    monkeypatch.setattr(streaming.FileBatches, "__init__", spy)
     module.main(argv + ["--epochs", "2", "--resume"])  # a finished run continues for one more epoch
+    assert shuffled_from == ([1] if data == "streamed" else [])  # the order epoch 2 would have had
     (path,) = out.glob("*_summary.json")
     summary = json.loads(path.read_text())
     assert summary["epochs_run"] == 2 and summary["epochs_this_session"] == 1
