@@ -84,7 +84,8 @@ RENAMED = {f"--fast-{flag}": f"--{flag} (with --recipe fast)" for flag in (
     "epochs", "batch-size", "learning-rate", "warmup-epochs", "momentum", "shift", "weight-decay",
     "bn-momentum", "fill-mode")}
 NUM_CLASSES = 10
-EXAMPLE = RECIPES["seed"]  # the builders' defaults: the Keras example's weight decay and batch-norm momentum
+# The builders' defaults: the Keras example's weight decay and batch-norm momentum
+EXAMPLE = RECIPES["seed"]
 
 
 # --------------------------------------------------------------------------
