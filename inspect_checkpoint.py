@@ -19,7 +19,9 @@ again exactly as training made it, so the accuracy is the run's own;
 moved. A data set that does not fit the checkpoint is one line, exit status 1.
 """
 
-import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
+from cifarkit import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
+
+from cifarkit import checkpoints
 import argparse
 import json
 import os
@@ -27,11 +29,10 @@ import sys
 
 import numpy as np
 
-import legacy  # noqa: F401 (opens checkpoints written before the collection used Keras's own layers)
+from cifarkit import legacy  # noqa: F401 (opens checkpoints written before the collection used Keras's own layers)
 import load_data
 import predict
-import streaming
-import training
+from cifarkit import streaming
 
 def confusion_matrix(y_true, y_pred, n):
     """Rows: true class; columns: predicted class."""
@@ -131,7 +132,7 @@ def inspect(path, data_dir=None, output_dir=None, mistakes=32, dataset=None):
     """Everything the command prints and writes for one checkpoint, as a dict.
     `dataset`/`data_dir`: see predict.test_set."""
     model, names = predict.load_checkpoint(path)
-    _, run = training.read_run(path)
+    _, run = checkpoints.read_run(path)
     x, y_test, about = predict.test_set(path, model, dataset, data_dir)
     probabilities, report = evaluate(model, x, y_test)
     stem = os.path.splitext(os.path.basename(path))[0]

@@ -16,16 +16,19 @@ of the folder it was trained on, made again exactly as training made it
 that does not fit the checkpoint is one line, exit status 1.
 """
 
-import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
+from cifarkit import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
+
+from cifarkit import folders
+
+from cifarkit import checkpoints
 import argparse
 import os
 import sys
 
 import numpy as np
 
-import legacy  # noqa: F401 (opens checkpoints written before the collection used Keras's own layers)
+from cifarkit import legacy  # noqa: F401 (opens checkpoints written before the collection used Keras's own layers)
 import load_data
-import training
 
 
 def load_checkpoint(path):
@@ -42,7 +45,7 @@ def load_checkpoint(path):
     if shape is None or len(shape) != 4 or shape[-1] not in (1, 3):
         raise ValueError(f"{path}: the model does not take images (input shape {shape})")
     try:
-        names, _ = training.read_run(path)
+        names, _ = checkpoints.read_run(path)
     except (OSError, ValueError):
         names = None
     n_out = model.outputs[0].shape[-1]
@@ -54,7 +57,7 @@ def load_checkpoint(path):
 
 def dataset_of(run, model):
     """The data set a checkpoint was trained on, from its stored run
-    (`training.read_run`): a built-in set's name or a folder's path; for
+    (`checkpoints.read_run`): a built-in set's name or a folder's path; for
     older checkpoints (no run), Fashion-MNIST for grayscale input and CIFAR-10
     otherwise."""
     if run and (run.get("data") or {}).get("dataset"):
@@ -105,7 +108,7 @@ def test_set(path, model, dataset=None, data_dir=None, stream=None):
     shape, class count or names, how the split is made, a missing folder) is
     a load_data.DataError of one line, before any image is read."""
     try:
-        stored_names, run = training.read_run(path)
+        stored_names, run = checkpoints.read_run(path)
     except (OSError, ValueError):
         stored_names, run = None, None
     run = run or {}
@@ -143,7 +146,7 @@ def test_set(path, model, dataset=None, data_dir=None, stream=None):
     if (size, size, channels) != shape:
         raise load_data.DataError(f"{path}: its run read {_dims((size, size, channels))} images, but the model "
                                   f"takes {_dims(shape)}")
-    split = load_data.FolderSplit(name, source.get("test_fraction", 0.2), source.get("split_seed", 0))
+    split = folders.FolderSplit(name, source.get("test_fraction", 0.2), source.get("split_seed", 0))
     if source.get("test_split") and source["test_split"] != split.test_split:
         then = "its test/ folder" if source["test_split"] == "test/" else "a held-out share of each class"
         raise load_data.DataError(f"{name}: its test set would be {split.how()}, but the checkpoint was "
@@ -154,7 +157,7 @@ def test_set(path, model, dataset=None, data_dir=None, stream=None):
               f"images now, {source.get('test_images', '?')} then): the figures are not the run's",
               file=sys.stderr)
     if stream is None:
-        stream = load_data._stream_needed(len(split.test[0]), size, channels, name, file=sys.stderr)
+        stream = folders._stream_needed(len(split.test[0]), size, channels, name, file=sys.stderr)
     x, y = split.read("test", size, color, stream=stream, check=False)
     return x, y, {"dataset": split.root, "test_split": split.how()}
 

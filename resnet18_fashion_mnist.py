@@ -29,17 +29,25 @@ refused with it).
     python resnet18_fashion_mnist.py                       # the seed: 5 epochs
     python resnet18_fashion_mnist.py --stem cifar --dataset cifar10
     python predict.py saved_models/fashion_mnist_resnet18_final.h5 shoe.png
+
+Expected result: 92.80% test accuracy after its 5 epochs
+(`python3 resnet18_fashion_mnist.py`), 61 min on a 2-core AMD EPYC, code
+version not recorded (2026-11-24): results/resnet18_fashion_mnist/; the
+seed's 93% missed by 0.20 (the same command on an Intel Xeon of the same
+class ended at 93.22%).
 """
 
-import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
+from cifarkit import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
 import sys
 
 import keras
 from keras import layers
 
-import cli
-import schedules
-import training
+from cifarkit import cli
+from cifarkit import devices
+from cifarkit import preprocessing
+from cifarkit import schedules
+from cifarkit import training
 
 # Hyperparameters (each can be overridden on the command line: --epochs 5).
 DATASET = "fashion_mnist"  # fashion_mnist, cifar10, cifar100 (fine labels), cifar100_coarse or a folder
@@ -56,6 +64,10 @@ VAL_SPLIT = 0.0  # fraction of training images held out for validation (0: the t
 
 STAGES = (64, 128, 256, 512)
 
+
+# --------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------
 
 def residual_block(x, filters, strides=1, projection=False, bn_momentum=BN_MOMENTUM):
     """Basic block: conv3x3-BN-ReLU, conv3x3-BN, plus the shortcut, ReLU."""
@@ -75,7 +87,7 @@ def build_model(stem=STEM, input_shape=(28, 28, 1), resize=RESIZE, num_classes=1
     if stem not in ("imagenet", "cifar"):
         raise cli.UsageError(f"stem must be imagenet or cifar, got {stem!r}")
     inputs = keras.Input(input_shape, name="image")
-    x = training.preprocess(inputs, training.rescale(), augment)
+    x = preprocessing.preprocess(inputs, preprocessing.rescale(), augment)
     if stem == "imagenet":
         if resize:
             x = layers.Resizing(resize, resize, name="resize")(x)
@@ -96,6 +108,10 @@ def build_model(stem=STEM, input_shape=(28, 28, 1), resize=RESIZE, num_classes=1
     return keras.Model(inputs, outputs, name="resnet18")
 
 
+# --------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------
+
 def parse_args(argv=None):
     """The command line over the hyperparameters above, as this module holds them now."""
     return cli.parse_args(sys.modules[__name__], __doc__.splitlines()[0], argv,
@@ -105,25 +121,32 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    scope = training.setup(args)
+    scope = devices.setup(args)  # seeds, precision and devices: the scope to build the model in
 
     # Data
-    data = training.prepare_data(args)
-    (x_train, _), _, _, _, class_names = data
+    data = training.prepare_data(args)  # data.train, data.validation, data.test: (images, labels)
 
     # Model
-    augment = dict(horizontal_flip=args.horizontal_flip)
     with scope:
-        model = build_model(args.stem, x_train.shape[1:], args.resize, len(class_names), augment, args.bn_momentum)
+        model = build_model(stem=args.stem, input_shape=data.input_shape, resize=args.resize,
+                            num_classes=data.num_classes, augment=dict(horizontal_flip=args.horizontal_flip),
+                            bn_momentum=args.bn_momentum)
         model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
                       loss="categorical_crossentropy", metrics=["accuracy"])
     model.summary()
 
-    # Training and evaluation
-    name = training.run_name(args, "resnet18" + ("_cifarstem" if args.stem == "cifar" else ""))
-    schedule = schedules.warmup_cosine(args.learning_rate, args.epochs, 0) if args.schedule == "cosine" else None
-    training.train(model, args, data, name=name, batch_size=args.batch_size, epochs=args.epochs,
-                   schedule=schedule)
+    # Training
+    run = training.Run(args, data, training.run_name(args, "resnet18" + ("_cifarstem" if args.stem == "cifar" else "")))
+    cosine = [keras.callbacks.LearningRateScheduler(schedules.warmup_cosine(args.learning_rate, args.epochs, 0))]
+    callbacks = run.callbacks(*(cosine if args.schedule == "cosine" else []))  # and those of every run
+
+    initial_epoch = run.resume(model)  # --resume: the last finished epoch's weights, optimizer and callbacks
+    model.fit(**run.training_data(args.batch_size), validation_data=run.validation_data(),
+              epochs=args.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=args.verbose)
+
+    # Evaluation and saving
+    test_loss, test_accuracy = model.evaluate(**run.test_data(), verbose=0)
+    run.save(model, test_loss, test_accuracy)  # the final checkpoint, the history's plot, the summary
     return 0
 
 

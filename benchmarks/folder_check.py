@@ -1,7 +1,7 @@
 """What checking every image of a streamed folder before training costs.
 
 A folder streamed from disk gets one decoding pass of every file before
-training (`load_data.decode_all(..., keep=False)`), so a broken image stops
+training (`folders.decode_all(..., keep=False)`), so a broken image stops
 the run at load time, not hours in. This writes two folders of synthetic
 images (small PNGs like CIFAR's, and 500x375 JPEGs like phone photos scaled
 down), times that pass (best of a few, page cache warm) and extrapolates to
@@ -44,11 +44,11 @@ def make_folder(root, n, height, width, ext, seed=0):
 
 def time_check(paths, repeats):
     """Seconds of the best of `repeats` passes of the pre-training check."""
-    import load_data
+    from cifarkit import folders
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        _, bad = load_data.decode_all(paths, 32, 3, keep=False)
+        _, bad = folders.decode_all(paths, 32, 3, keep=False)
         best = min(best, time.perf_counter() - start)
         assert not bad
     return best
@@ -60,8 +60,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="passes timed; the best counts")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
     args = parser.parse_args(argv)
-    import hardware
-    import load_data
+    from cifarkit import folders, hardware
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for kind, (height, width, ext) in KINDS.items():
@@ -70,7 +69,7 @@ def main(argv=None):
             rows.append({"kind": kind, "files": len(paths), "seconds": seconds,
                          "ms_per_file": 1e3 * seconds / len(paths), "s_per_100k": 1e5 * seconds / len(paths)})
     machine = hardware.machine_description()
-    threads = max(1, min(load_data.CHECK_THREADS, os.cpu_count() or 1))
+    threads = max(1, min(folders.CHECK_THREADS, os.cpu_count() or 1))
     lines = [f"Measured on {machine}; Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}: "
              f"best of {args.repeats} passes, {threads} threads, page cache warm.", "",
              "| images | files | pass | per file | per 100,000 files |", "|---|---:|---:|---:|---:|"]

@@ -106,7 +106,7 @@ def augmentation_runner(knobs):
     """augment.RandomAffine alone, in training mode, compiled as inside a
     training step: tf.function, jax.jit, or torch's eager mode."""
     import keras
-    augment = script("augment")
+    augment = script("cifarkit.augment")
     inputs = keras.Input((32, 32, 3))
     x = inputs
     for layer in augment.augmentation(**KNOBS[knobs], seed=0):
@@ -169,15 +169,15 @@ def built_channels_first(build, augment):
     the checkpoint still takes height x width x channels pixels)."""
     import functools
     import keras
-    training = script("training")
-    batch_norm, preprocess = keras.layers.BatchNormalization, training.preprocess
+    preprocessing = script("cifarkit.preprocessing")
+    batch_norm, preprocess = keras.layers.BatchNormalization, preprocessing.preprocess
     keras.layers.BatchNormalization = functools.partial(batch_norm, axis=1)
-    training.preprocess = lambda *a, **k: keras.layers.Permute((3, 1, 2))(preprocess(*a, **k))
+    preprocessing.preprocess = lambda *a, **k: keras.layers.Permute((3, 1, 2))(preprocess(*a, **k))
     keras.config.set_image_data_format("channels_first")
     try:
         return build(augment)
     finally:
-        keras.layers.BatchNormalization, training.preprocess = batch_norm, preprocess
+        keras.layers.BatchNormalization, preprocessing.preprocess = batch_norm, preprocess
         keras.config.set_image_data_format("channels_last")
 
 
@@ -434,7 +434,7 @@ def markdown(report):
 
 def machine():
     sys.path.insert(0, ROOT)
-    import hardware
+    from cifarkit import hardware
     gpus = ""
     if importlib.util.find_spec("torch"):
         import torch

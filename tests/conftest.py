@@ -58,15 +58,15 @@ SHORT_TEST_IMAGES = 2000
 def short_test_set(monkeypatch, real_data):
     """The real data sets with only the first SHORT_TEST_IMAGES test images
     (CIFAR-10 and Fashion-MNIST): a test figure in seconds, not minutes."""
-    import load_data
+    from cifarkit import datasets
 
     def shorten(loader):
         def load(data_dir=None):
             train, (x_test, y_test) = loader(data_dir)
             return train, (x_test[:SHORT_TEST_IMAGES], y_test[:SHORT_TEST_IMAGES])
         return load
-    monkeypatch.setattr(load_data, "load_data", shorten(load_data.load_data))
-    monkeypatch.setattr(load_data, "load_fashion_mnist", shorten(load_data.load_fashion_mnist))
+    monkeypatch.setattr(datasets, "load_data", shorten(datasets.load_data))
+    monkeypatch.setattr(datasets, "load_fashion_mnist", shorten(datasets.load_fashion_mnist))
     return real_data
 
 
@@ -110,17 +110,17 @@ def fake_cifar(tmp_path_factory):
 def small_sets(monkeypatch):
     """Synthetic stand-ins for the readers: Fashion-MNIST (28x28, no channel
     axis, as its reader returns it) and CIFAR-100 with 100 or 20 classes."""
-    import load_data
+    from cifarkit import datasets
     from helpers import synthetic_cifar
     (x, y), (xt, yt) = synthetic_cifar(64, 32, size=28, channels=1)
-    monkeypatch.setattr(load_data, "load_fashion_mnist",
+    monkeypatch.setattr(datasets, "load_fashion_mnist",
                         lambda data_dir=None: ((x[..., 0], y.ravel()), (xt[..., 0], yt.ravel())))
 
     def cifar100(data_dir=None, label_mode="fine"):
         (a, b), (c, d) = synthetic_cifar(64, 32)
         classes = 100 if label_mode == "fine" else 20
         return (a, (b * 7) % classes), (c, (d * 7) % classes)
-    monkeypatch.setattr(load_data, "load_cifar100", cifar100)
-    monkeypatch.setattr(load_data, "load_cifar100_class_names",
+    monkeypatch.setattr(datasets, "load_cifar100", cifar100)
+    monkeypatch.setattr(datasets, "load_cifar100_class_names",
                         lambda data_dir=None, label_mode="fine": tuple(
                             f"{label_mode}_{i}" for i in range(100 if label_mode == "fine" else 20)))

@@ -19,7 +19,10 @@ if mode == "equivalence":  # before TensorFlow initialises its devices
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 
-import training  # noqa: E402
+
+from cifarkit import preprocessing
+
+from cifarkit import devices
 
 rng = np.random.default_rng(0)
 x = rng.integers(0, 256, (32, 8, 8, 3)).astype("float32")
@@ -29,7 +32,7 @@ y = keras.utils.to_categorical(rng.integers(0, 10, 32), 10)
 def small_model():
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 3))
-    h = training.rescale()(inputs)
+    h = preprocessing.rescale()(inputs)
     h = keras.layers.Conv2D(8, 3, activation="relu")(h)
     h = keras.layers.GlobalAveragePooling2D()(h)
     return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(h))
@@ -45,9 +48,9 @@ def fit(scope, replicas, per_device_batch, steps):
     return [np.asarray(w) for w in model.get_weights()]
 
 
-scope, replicas = training.data_parallel(2)
+scope, replicas = devices.data_parallel(2)
 assert replicas == 2, replicas
 parallel = fit(scope, 2, 8, 1)
-single = fit(*training.data_parallel(1), 16, 1)
+single = fit(*devices.data_parallel(1), 16, 1)
 np.savez(out, *parallel, *single, n=len(parallel))
 print("ok")

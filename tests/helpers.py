@@ -18,9 +18,9 @@ def synthetic_cifar(n_train=300, n_test=100, size=32, channels=3, seed=0):
 
 def use_synthetic(monkeypatch, n_train=300, n_test=100):
     """Make load_data.load_data() return synthetic data (no files involved)."""
-    import load_data
+    from cifarkit import datasets
     data = synthetic_cifar(n_train, n_test)
-    monkeypatch.setattr(load_data, "load_data", lambda data_dir=None: data)
+    monkeypatch.setattr(datasets, "load_data", lambda data_dir=None: data)
     return data
 
 

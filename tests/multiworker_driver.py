@@ -31,10 +31,10 @@ import numpy as np  # noqa: E402
 
 import keras  # noqa: E402
 
-import load_data  # noqa: E402
-import multiworker  # noqa: E402
+from cifarkit import datasets  # noqa: E402
+from cifarkit import multiworker  # noqa: E402
 import resnet_cifar  # noqa: E402
-import training  # noqa: E402
+from cifarkit import training  # noqa: E402
 from helpers import synthetic_cifar  # noqa: E402
 
 mode, weights_path = sys.argv[1], sys.argv[2]
@@ -108,16 +108,16 @@ if mode in ("loss-scale", "overflow"):
     sys.exit(0)
 
 data = synthetic_cifar(256, 64)
-load_data.load_data = lambda data_dir=None: data
-original_train = training.train
+datasets.load_data = lambda data_dir=None: data
+original_save = training.Run.save
 
 
-def train_and_keep_weights(model, *args, **kwargs):
-    summary = original_train(model, *args, **kwargs)
+def save_and_keep_weights(self, model, *args, **kwargs):
+    summary = original_save(self, model, *args, **kwargs)
     save(model)
     return summary
 
 
-training.train = train_and_keep_weights
+training.Run.save = save_and_keep_weights
 sys.exit(resnet_cifar.main(["--depth", "8", "--epochs", "1", "--batch-size", "16",
                             "--output-dir", sys.argv[3], "--verbose", "0"]))

@@ -12,8 +12,12 @@ import pytest
 
 import keras
 
-import augment
-import cli
+from cifarkit import augment
+
+from cifarkit import preprocessing
+
+from cifarkit import checkpoints
+from cifarkit import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -245,12 +249,11 @@ def test_xla_resample_is_resample(float_images, fill_mode):
 def test_checkpoints_leave_the_layer_out(tmp_path):
     """What is saved is Keras's own layers: the fused layer becomes an
     Identity, the weights are the trained ones, and predictions agree."""
-    import training
     inputs = keras.Input((8, 8, 3))
-    x = training.preprocess(inputs, training.rescale(), dict(rotation_range=20, horizontal_flip=True))
+    x = preprocessing.preprocess(inputs, preprocessing.rescale(), dict(rotation_range=20, horizontal_flip=True))
     model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
     path = str(tmp_path / "m.h5")
-    training.save_h5(model, path, ["a", "b", "c"])
+    checkpoints.save_h5(model, path, ["a", "b", "c"])
     with open(path, "rb") as f:
         assert b"RandomAffine" not in f.read()
     loaded = keras.models.load_model(path)

@@ -91,7 +91,7 @@ def test_the_channels_first_variant_is_the_same_network_in_the_other_layout():
     format and the patched builders as they were."""
     import keras
     import numpy as np
-    import training
+    from cifarkit import preprocessing
     build = throughput.MODELS["ResNet-20 v1"][0]
     keras.utils.set_random_seed(0)
     usual = build(None)
@@ -105,7 +105,7 @@ def test_the_channels_first_variant_is_the_same_network_in_the_other_layout():
     np.testing.assert_allclose(first.predict(x, verbose=0), usual.predict(x, verbose=0), atol=1e-5)
     assert keras.config.image_data_format() == "channels_last"
     assert keras.layers.BatchNormalization is keras.src.layers.BatchNormalization
-    assert training.preprocess.__module__ == "training"
+    assert preprocessing.preprocess.__module__ == "cifarkit.preprocessing"
 
 
 def test_profile_sums_each_operator_into_its_kind():

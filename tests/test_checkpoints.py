@@ -12,13 +12,14 @@ import pytest
 import keras
 
 import allconv_cifar
-import legacy
+from cifarkit import legacy
+from cifarkit import preprocessing
+from cifarkit.checkpoints import read_run, save_h5
 import load_data
 import predict
 import resnet18_fashion_mnist
 import resnet_cifar
 import simple_cnn
-import training
 import vgg19_cifar
 from helpers import synthetic_cifar, use_synthetic
 
@@ -26,7 +27,7 @@ from helpers import synthetic_cifar, use_synthetic
 MODELS = {
     "simple_cnn": lambda x: simple_cnn.build_model("deep_aug", dict(rotation_range=40, zoom_range=0.2,
                                                                     width_shift_range=0.2, horizontal_flip=True)),
-    "resnet_cifar": lambda x: resnet_cifar.build_model(1, 8, training.pixel_mean(x),
+    "resnet_cifar": lambda x: resnet_cifar.build_model(1, 8, preprocessing.pixel_mean(x),
                                                        dict(width_shift_range=0.125, horizontal_flip=True)),
     "vgg19_cifar": lambda x: vgg19_cifar.build_model("A", dict(width_shift_range=0.125, fill_mode="constant")),
     "allconv_cifar": lambda x: allconv_cifar.build_model(dict(width_shift_range=0.1)),
@@ -61,7 +62,7 @@ def checkpoints(tmp_path_factory):
                                     channels=1 if "fashion" in script else 3)
         model = build(x)
         path = str(folder / f"{script}.h5")
-        training.save_h5(model, path, load_data.CIFAR10_CLASSES, {"script": f"{script}.py"})
+        save_h5(model, path, load_data.CIFAR10_CLASSES, {"script": f"{script}.py"})
         np.save(folder / f"{script}_x.npy", x[:8])
         out[script] = (path, str(folder / f"{script}_x.npy"), model.predict(x[:8], verbose=0))
     return out
@@ -113,12 +114,12 @@ def test_no_custom_layer_in_any_checkpoint(checkpoints):
 def test_normalisation_stays_float32_under_mixed_precision():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     (x, _), _ = synthetic_cifar(8, 1)
-    model = resnet_cifar.build_model(1, 8, training.pixel_mean(x))
+    model = resnet_cifar.build_model(1, 8, preprocessing.pixel_mean(x))
     layer = model.get_layer("subtract_pixel_mean")
     assert all(inner.compute_dtype == "float32" for inner in layer.layers)
     out = keras.ops.convert_to_numpy(layer(x.astype("float32")))
     assert out.dtype == np.float32
-    mean, std = training.statistics(layer)
+    mean, std = preprocessing.statistics(layer)
     np.testing.assert_allclose(out, (x - mean) / std, atol=1e-5)  # no bfloat16 rounding of the pixels
 
 
@@ -128,13 +129,13 @@ def test_checkpoints_carry_class_names_and_their_run(tmp_path, monkeypatch):
     simple_cnn.main(["--model", "simple", "--epochs", "2", "--batch-size", "32", "--verbose", "0",
                      "--output-dir", str(out)])
     summary = json.loads((out / "cifar10_simple_summary.json").read_text())
-    names, run = training.read_run(str(out / "cifar10_simple_final.h5"))
+    names, run = read_run(str(out / "cifar10_simple_final.h5"))
     assert names == list(load_data.CIFAR10_CLASSES)
     assert run["checkpoint"] == "final" and run["epoch"] == 2 and run["dataset"] == "cifar10"
     assert run["hyperparameters"]["batch_size"] == 32 and run["hyperparameters"]["model"] == "simple"
     assert run["metrics"]["test_accuracy"] == pytest.approx(summary["test_accuracy"])
     assert "val_accuracy" in run["metrics"]
-    names, best = training.read_run(summary["best_checkpoints"][-1])
+    names, best = read_run(summary["best_checkpoints"][-1])
     assert names == list(load_data.CIFAR10_CLASSES) and best["checkpoint"] == "best"
     assert best["metrics"]["val_accuracy"] == pytest.approx(summary["best_val_accuracy"])
 
@@ -143,7 +144,7 @@ def test_stored_class_names_are_what_predict_shows(tmp_path, capsys):
     (x, _), _ = synthetic_cifar(8, 1)
     path = str(tmp_path / "m.h5")
     names = [f"kind_{i}" for i in range(10)]
-    training.save_h5(simple_cnn.build_model("simple"), path, names)
+    save_h5(simple_cnn.build_model("simple"), path, names)
     cv2 = pytest.importorskip("cv2")
     cv2.imwrite(str(tmp_path / "a.png"), x[0])
     assert predict.main([path, str(tmp_path / "a.png"), "--top", "10"]) == 0
@@ -159,11 +160,11 @@ def test_old_checkpoints_still_open_in_predict_and_convert(tmp_path):
     outputs = keras.layers.Dense(10, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
     old = keras.Model(inputs, outputs)
     old_path, new_path = str(tmp_path / "old.h5"), str(tmp_path / "new.h5")
-    training.save_h5(old, old_path, load_data.CIFAR10_CLASSES)
+    save_h5(old, old_path, load_data.CIFAR10_CLASSES)
     model, names = predict.load_checkpoint(old_path)
     assert names == list(load_data.CIFAR10_CLASSES)
     expected = old.predict(x, verbose=0)
     new = legacy.convert(old_path, new_path)
     assert not any(isinstance(layer, legacy.Standardize) for layer in new.layers)
     np.testing.assert_allclose(new.predict(x, verbose=0), expected, atol=1e-5)
-    assert training.read_run(new_path)[0] == list(load_data.CIFAR10_CLASSES)
+    assert read_run(new_path)[0] == list(load_data.CIFAR10_CLASSES)

@@ -4,8 +4,9 @@ before any data is read or any file written."""
 import pytest
 
 import allconv_cifar
-import cli
+from cifarkit import cli
 import load_data
+from cifarkit import datasets
 import resnet18_fashion_mnist
 import resnet_cifar
 import simple_cnn
@@ -65,7 +66,7 @@ def no_data(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("data was read before the values were checked")
     for reader in ("load", "load_data", "load_fashion_mnist", "load_cifar100"):
-        monkeypatch.setattr(load_data, reader, refuse)
+        monkeypatch.setattr(datasets, reader, refuse)
 
 
 @pytest.mark.parametrize("script,flags,named", CASES, ids=[f"{s}:{' '.join(f)}" for s, f, _ in CASES])

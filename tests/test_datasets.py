@@ -12,7 +12,7 @@ import predict
 import resnet18_fashion_mnist
 import resnet_cifar
 import simple_cnn
-import training
+from cifarkit import checkpoints
 import vgg19_cifar
 
 
@@ -33,7 +33,7 @@ def test_each_script_trains_on_the_data_set_it_is_given(module, flags, dataset, 
     summary = json.loads((out / f"{name}_summary.json").read_text())
     shape, classes = load_data.SHAPES[dataset]
     final = summary["files"]["final"]
-    names, run = training.read_run(final)
+    names, run = checkpoints.read_run(final)
     assert len(names) == classes and run["dataset"] == dataset
     model, shown = predict.load_checkpoint(final)
     assert tuple(model.inputs[0].shape[1:]) == shape and model.outputs[0].shape[-1] == classes
@@ -42,7 +42,7 @@ def test_each_script_trains_on_the_data_set_it_is_given(module, flags, dataset, 
 
 def test_vgg_refuses_images_smaller_than_its_pools(small_sets, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
-        import cli
+        from cifarkit import cli
         cli.run(lambda: vgg19_cifar.main(["--dataset", "fashion_mnist", "--output-dir", str(tmp_path)]))
     assert exit_.value.code == 1
     assert "VGG needs images of at least 32x32" in capsys.readouterr().err

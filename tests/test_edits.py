@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-import cli
+from cifarkit import cli
 from conftest import ROOT
 from helpers import use_synthetic
 

@@ -4,7 +4,8 @@ recorded hyperparameters, which must be the values the run uses) or is refused
 with one line saying the choice does not use it. Never ignored.
 
 Nothing is built or trained: main() runs with build_model, the data and
-training.train replaced by recorders of what they are given."""
+training.Run replaced by recorders of what they are given, and a model whose
+compile() and fit() record theirs."""
 
 import json
 import re
@@ -13,12 +14,12 @@ import numpy as np
 import pytest
 
 import allconv_cifar
-import cli
+from cifarkit import cli
 import load_data
 import resnet18_fashion_mnist
 import resnet_cifar
 import simple_cnn
-import training
+from cifarkit import training
 import vgg19_cifar
 from helpers import synthetic_cifar
 
@@ -93,6 +94,15 @@ class FakeModel:
     def summary(self, *args, **kwargs):
         pass
 
+    def fit(self, batch_size, epochs, callbacks, **kwargs):
+        self.seen["train"] = {"batch_size": batch_size, "epochs": epochs}
+        self.seen["callbacks"] = [  # a learning-rate callback by the rates it gives, plateau cuts by their knobs
+            [type(cb).__name__, [float(cb.schedule(e)) for e in range(epochs)] if hasattr(cb, "schedule") else None,
+             {k: getattr(cb, k) for k in ("factor", "patience", "min_lr") if hasattr(cb, k)}] for cb in callbacks]
+
+    def evaluate(self, *args, **kwargs):
+        return 0.0, 0.0
+
 
 @pytest.fixture
 def run(monkeypatch, tmp_path):
@@ -105,21 +115,38 @@ def run(monkeypatch, tmp_path):
                         [args.image_size, args.color] if folder else None]
         shape, classes = load_data.SHAPES[args.dataset]
         train, test = synthetic_cifar(20, 10, size=shape[0], channels=shape[2])
-        return train, test, test, "test set", tuple(f"class {i}" for i in range(classes))
+        return training.Data(train, test, test, "test set", tuple(f"class {i}" for i in range(classes)))
 
     def build_model(*args, **kwargs):
         seen["model"] = describe([args, kwargs])
         return FakeModel(seen)
 
-    def train(model, args, data, **kwargs):
-        schedule = kwargs.pop("schedule", None)
-        seen["train"] = describe(kwargs)
-        seen["schedule"] = [schedule(e) for e in range(kwargs["epochs"])] if schedule else None
-        seen["record"] = {k: v for k, v in vars(args).items() if k != "multi_worker" and not k.startswith("_")}  # as training.train records
+    class Run:
+        def __init__(self, args, data, name, **kwargs):
+            self.args = args
+            seen["run"] = describe(kwargs)
+
+        def callbacks(self, *own):
+            return list(own)
+
+        def resume(self, model):
+            return 0
+
+        def training_data(self, batch_size):
+            return {"batch_size": batch_size}
+
+        def validation_data(self):
+            return None
+
+        def test_data(self):
+            return {}
+
+        def save(self, model, test_loss, test_accuracy):  # what training.Run records
+            seen["record"] = {k: v for k, v in vars(self.args).items() if k != "multi_worker" and not k.startswith("_")}
 
     monkeypatch.setattr(training, "prepare_data", prepare_data)
-    monkeypatch.setattr(training, "train", train)
-    monkeypatch.setattr(vgg19_cifar, "load_weights_by_name", lambda model, path: seen.update(weights=path) or [])
+    monkeypatch.setattr(training, "Run", Run)
+    monkeypatch.setattr(vgg19_cifar, "load_imagenet_weights", lambda model, path: seen.update(weights=path) or [])
 
     def run_main(module, argv):
         monkeypatch.setattr(module, "build_model", build_model)

@@ -21,7 +21,8 @@ import inspect_checkpoint
 import load_data
 import predict
 import simple_cnn
-import training
+from cifarkit import folders
+from cifarkit import checkpoints
 
 NAMES_3 = ("bee", "cat", "owl")
 NAMES_10 = ("ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen", "owl", "yak")
@@ -137,7 +138,7 @@ def test_an_undecodable_image_stops_the_load_naming_it_before_training(tmp_path,
             load_data.load_folder(str(tmp_path / "photos"), SIZE, stream=stream)
         assert "\n" not in str(error.value)
     # The same through a script: one line, exit status 1, nothing trained or written.
-    import cli
+    from cifarkit import cli
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_:
         cli.run(lambda: simple_cnn.main(["--model", "simple", "--dataset", str(tmp_path / "photos"), "--stream",
@@ -164,7 +165,7 @@ def test_inspect_tests_a_folder_checkpoint_on_its_own_test_split(case, runs, cap
     assert report["dataset"] == str(folder) and report["class_names"] == list(names)
     assert len(report["test"]["confusion_matrix"]) == len(names)
     # What the checkpoint stores of its data.
-    stored_names, run = training.read_run(final)
+    stored_names, run = checkpoints.read_run(final)
     assert stored_names == list(names) and run["dataset"] == str(folder)
     data = run["data"]
     assert data["test_split"] == ("test/" if layout == "split" else "held out")
@@ -211,7 +212,7 @@ def test_a_large_folders_test_split_is_streamed(runs, monkeypatch, capsys):
     reads = []
     original = load_data.ImageFiles.read
     monkeypatch.setattr(load_data.ImageFiles, "read", lambda self, i: reads.append(len(i)) or original(self, i))
-    monkeypatch.setattr(load_data, "memory_available", lambda: 1000)  # nothing fits
+    monkeypatch.setattr(folders, "memory_available", lambda: 1000)  # nothing fits
     report = report_of(capsys, summary["files"]["final"], "--output-dir", str(folder.parent / "png"))
     assert report["test"]["accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
     assert reads and sum(reads) >= report["test"]["images"]  # read from disk batch by batch
@@ -221,8 +222,8 @@ def test_an_older_folder_checkpoint_without_data_metadata_still_uses_its_folder(
     folder, summary, _, _ = runs["gray-10-test_folder"]
     old = str(tmp_path / "old.h5")
     shutil.copy(summary["files"]["final"], old)
-    _, run = training.read_run(old)
-    training.write_run(old, {k: v for k, v in run.items() if k != "data"})
+    _, run = checkpoints.read_run(old)
+    checkpoints.write_run(old, {k: v for k, v in run.items() if k != "data"})
     report = report_of(capsys, old)
     assert report["dataset"] == str(folder) and report["class_names"] == list(NAMES_10)
     assert report["test"]["accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)

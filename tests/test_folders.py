@@ -12,7 +12,9 @@ import predict
 import resnet18_fashion_mnist
 import resnet_cifar
 import simple_cnn
-import training
+from cifarkit import preprocessing
+from cifarkit import folders
+from cifarkit import checkpoints
 import vgg19_cifar
 from helpers import final_model_accuracy
 
@@ -71,7 +73,7 @@ def test_each_script_trains_on_a_folder_and_names_its_classes(module, flags, mod
                          "--output-dir", str(out)])
     summary = json.loads((out / f"{folder.name}_{model}_summary.json").read_text())
     assert summary["train_images"] == 48
-    names, run = training.read_run(summary["files"]["final"])
+    names, run = checkpoints.read_run(summary["files"]["final"])
     assert names == ["cat", "dog", "ship"] and run["dataset"] == str(folder)
     capsys.readouterr()
     assert predict.main([summary["files"]["final"], str(folder / "test" / "ship" / "0.png"), "--top", "3"]) == 0
@@ -157,14 +159,14 @@ def test_a_streamed_folder_reads_nothing_until_asked_then_the_same_pixels(folder
     assert isinstance(x, load_data.ImageFiles) and reads == []  # nothing read yet
     assert names == streamed_names and x.shape == x_mem.shape and np.array_equal(y, y_mem)
     assert isinstance(x[:10], load_data.ImageFiles) and len(x[-5:]) == 5 and reads == []
-    np.testing.assert_array_equal(np.concatenate(list(load_data.chunks(x, 5))), x_mem)
+    np.testing.assert_array_equal(np.concatenate(list(folders.chunks(x, 5))), x_mem)
     assert max(reads) == 5  # a pass holds one chunk at a time
-    np.testing.assert_allclose(load_data.pixel_mean(x), x_mem.astype("float64").mean(axis=0))
+    np.testing.assert_allclose(folders.pixel_mean(x), x_mem.astype("float64").mean(axis=0))
     np.testing.assert_array_equal(xt.read(range(len(xt))), xt_mem)
 
 
 def test_file_batches_cover_every_image_once_an_epoch_in_a_new_order(folder, reads):
-    import streaming
+    from cifarkit import streaming
     (x, y), _, _ = load_data.load_folder(str(folder), stream=True)
     targets = np.arange(len(x))  # each target names its image
     batches = streaming.FileBatches(x, targets, batch_size=10, shuffle=True, seed=1)
@@ -188,7 +190,7 @@ def test_training_streams_a_folder_and_takes_its_mean_in_one_pass(folder, reads,
     is the folder's, the run is a normal run, and no read holds the training set."""
     (x_mem, _), (x_test, y_test), _ = load_data.load_folder(str(folder))
     reads.clear()
-    monkeypatch.setattr(load_data, "CHUNK", 20)
+    monkeypatch.setattr(folders, "CHUNK", 20)
     out = tmp_path / "out"
     resnet_cifar.main(["--dataset", str(folder), "--stream", "--recipe", "fast", "--epochs", "2",
                        "--batch-size", "16", "--depth", "8", "--val-split", "0", "--verbose", "0",
@@ -198,17 +200,17 @@ def test_training_streams_a_folder_and_takes_its_mean_in_one_pass(folder, reads,
     assert summary["test_accuracy"] == pytest.approx(final_model_accuracy(summary, x_test, y_test), abs=1e-6)
     model, names = predict.load_checkpoint(summary["files"]["final"])
     assert names == ["cat", "dog", "ship"]
-    mean, _ = training.statistics(model.get_layer("subtract_pixel_mean"))
+    mean, _ = preprocessing.statistics(model.get_layer("subtract_pixel_mean"))
     np.testing.assert_allclose(mean, x_mem.astype("float64").mean(axis=0), rtol=1e-5)
     assert max(reads) < 48 and sum(reads) >= 3 * 48  # the mean pass, then two epochs of batches
 
 
 def test_a_folder_too_big_for_free_memory_is_streamed(folder, monkeypatch, capsys):
-    monkeypatch.setattr(load_data, "memory_available", lambda: 100_000)  # 72 images of 3 KiB need 221 KB
+    monkeypatch.setattr(folders, "memory_available", lambda: 100_000)  # 72 images of 3 KiB need 221 KB
     (x, _), (xt, _), _ = load_data.load_folder(str(folder))
     assert isinstance(x, load_data.ImageFiles) and isinstance(xt, load_data.ImageFiles)
     assert "streaming them from disk" in capsys.readouterr().out
-    monkeypatch.setattr(load_data, "memory_available", lambda: 10 ** 12)
+    monkeypatch.setattr(folders, "memory_available", lambda: 10 ** 12)
     (x, _), _, _ = load_data.load_folder(str(folder))
     assert isinstance(x, np.ndarray)
 

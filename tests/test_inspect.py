@@ -11,7 +11,8 @@ import keras
 import inspect_checkpoint as I
 import load_data
 import simple_cnn
-import training
+from cifarkit import preprocessing
+from cifarkit import checkpoints
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +73,10 @@ def test_compare_and_the_text_report(trained, real_data, capsys):
 
 
 def test_fashion_mnist_checkpoint_is_inspected_on_fashion_mnist(tmp_path, real_data, capsys):
-    model = keras.Sequential([keras.Input((28, 28, 1)), training.rescale(), keras.layers.Flatten(),
+    model = keras.Sequential([keras.Input((28, 28, 1)), preprocessing.rescale(), keras.layers.Flatten(),
                               keras.layers.Dense(10, activation="softmax")])
     path = str(tmp_path / "fm.h5")
-    training.save_h5(model, path, load_data.FASHION_MNIST_CLASSES, {"dataset": "fashion_mnist"})
+    checkpoints.save_h5(model, path, load_data.FASHION_MNIST_CLASSES, {"dataset": "fashion_mnist"})
     report = run_json(capsys, path, "--data-dir", real_data, "--output-dir", str(tmp_path / "png"))
     assert report["dataset"] == "fashion_mnist" and report["test"]["images"] == 10000
     assert report["class_names"][0] == load_data.FASHION_MNIST_CLASSES[0]

@@ -16,7 +16,7 @@ import pytest
 import keras
 
 import simple_cnn
-import training
+from cifarkit import checkpoints
 from conftest import ROOT
 from helpers import use_synthetic
 
@@ -29,9 +29,10 @@ DRIVER = """
 import os, signal, sys
 root, stage = sys.argv[1], sys.argv[2]
 sys.path[:0] = [root, os.path.join(root, "tests")]
-import keras, backup, helpers, load_data, simple_cnn, training
+import keras, helpers, load_data, simple_cnn
+from cifarkit import backup, datasets, history, training
 data = helpers.synthetic_cifar(%d, %d)
-load_data.load_data = lambda data_dir=None: data
+datasets.load_data = lambda data_dir=None: data
 die = lambda: os.kill(os.getpid(), signal.SIGKILL)
 calls = []
 
@@ -47,8 +48,8 @@ if stage == "in-epoch":
         def on_train_batch_end(self, batch, logs=None):
             if self.epoch == 1 and batch == 1:
                 die()
-    original = training.make_callbacks
-    training.make_callbacks = lambda *a, **k: original(*a, **k) + [Kill()]
+    original = training.Run.callbacks
+    training.Run.callbacks = lambda self, *own: original(self, *own, Kill())
 elif stage == "between-epochs":
     original = backup.Backup.on_epoch_end
     def after(self, epoch, logs=None):
@@ -69,7 +70,7 @@ elif stage == "evaluation":  # the final one on the test set, not fit()'s valida
     original = keras.Model.evaluate
     keras.Model.evaluate = lambda *a, **k: original(*a, **k) if k.get("_use_cached_eval_dataset") else die()
 elif stage == "plot":
-    training.plot_history = lambda *a, **k: die()
+    history.plot_history = lambda *a, **k: die()
 elif stage == "summary":
     original = backup.write_json
     def cut(path, value, **k):
@@ -115,7 +116,7 @@ def test_a_run_killed_at_any_stage_finishes_with_resume(stage, tmp_path, monkeyp
         assert summary["epochs_this_session"] == STAGES[stage]
     # Every epoch trained exactly once, whatever the session it was trained in.
     assert summary["optimizer_steps"] == EPOCHS * (N_TRAIN // BATCH)
-    _, run = training.read_run(str(out / "cifar10_simple_final.h5"))
+    _, run = checkpoints.read_run(str(out / "cifar10_simple_final.h5"))
     assert run["metrics"]["test_accuracy"] == pytest.approx(summary["test_accuracy"])
     assert run["epoch"] == EPOCHS
     for path in summary["best_checkpoints"] or [str(out / "cifar10_simple_best.h5")]:
@@ -136,15 +137,15 @@ def test_a_finished_run_continues_for_more_epochs(tmp_path, monkeypatch, capsys)
     # main(argv) called from Python (here, under pytest) records its own script and flags, not sys.argv's.
     assert summary["command"] == " ".join(["python3", "simple_cnn.py"] + ARGS[:2] + ["--epochs", "3"] + ARGS[4:]
                                           + ["--output-dir", str(out), "--resume"])
-    assert training.read_run(str(out / "cifar10_simple_final.h5"))[1]["script"] == "simple_cnn.py"
+    assert checkpoints.read_run(str(out / "cifar10_simple_final.h5"))[1]["script"] == "simple_cnn.py"
     # Fewer epochs than were trained cannot be resumed into.
-    import cli
+    from cifarkit import cli
     with pytest.raises(cli.UsageError, match="has trained 3 epochs, more than the 2 asked for"):
         simple_cnn.main(ARGS + ["--output-dir", str(out), "--resume"])
 
 
 def test_a_streamed_folder_resumes_its_shuffling_order():
-    import streaming
+    from cifarkit import streaming
 
     class Files(list):
         def read(self, chosen):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import load_data as L
+from cifarkit import archives, datasets
 from conftest import write_batch, write_meta
 
 
@@ -56,7 +57,7 @@ def test_pixel_layout_is_rgb_channels_last(tmp_path):
     data[0, :1024] = 200          # red plane of image 0
     data[0, 1024 + 5] = 100       # green, row 0, column 5
     data[0, 2048 + 32 * 2 + 1] = 50  # blue, row 2, column 1
-    for name in L.CIFAR10_TRAIN_BATCHES + ["test_batch"]:
+    for name in archives.CIFAR10_TRAIN_BATCHES + ["test_batch"]:
         write_batch(folder / name, data, [3] * 10000)
     write_meta(folder / "batches.meta")
     (x, y), _ = L.load_data(str(tmp_path))
@@ -141,8 +142,8 @@ def http_server(directory):
 def test_download_good_archive(fake_archive, isolated_home, monkeypatch):
     archive, train, test = fake_archive
     with http_server(os.path.dirname(archive)) as url:
-        monkeypatch.setattr(L, "CIFAR10_URL", url + "cifar-10-python.tar.gz")
-        monkeypatch.setattr(L, "CIFAR10_MD5", L.md5sum(archive))
+        monkeypatch.setattr(archives, "CIFAR10_URL", url + "cifar-10-python.tar.gz")
+        monkeypatch.setattr(archives, "CIFAR10_MD5", archives.md5sum(archive))
         assert_same(L.load_data(), train, test)
     cache = isolated_home / ".keras" / "datasets"
     assert (cache / "cifar-10-python.tar.gz").is_file()
@@ -152,8 +153,8 @@ def test_download_good_archive(fake_archive, isolated_home, monkeypatch):
 def test_download_with_wrong_checksum_is_deleted(fake_archive, isolated_home, monkeypatch):
     archive, _, _ = fake_archive
     with http_server(os.path.dirname(archive)) as url:
-        monkeypatch.setattr(L, "CIFAR10_URL", url + "cifar-10-python.tar.gz")
-        monkeypatch.setattr(L, "CIFAR10_MD5", "0" * 32)
+        monkeypatch.setattr(archives, "CIFAR10_URL", url + "cifar-10-python.tar.gz")
+        monkeypatch.setattr(archives, "CIFAR10_MD5", "0" * 32)
         with pytest.raises(L.DataError, match="MD5"):
             L.load_data()
     cache = isolated_home / ".keras" / "datasets"
@@ -163,7 +164,7 @@ def test_download_with_wrong_checksum_is_deleted(fake_archive, isolated_home, mo
 def test_offline_error_names_url_and_folder(isolated_home, monkeypatch):
     with http_server(str(isolated_home)) as url:
         pass  # closed again: nothing listens there now
-    monkeypatch.setattr(L, "CIFAR10_URL", url + "cifar-10-python.tar.gz")
+    monkeypatch.setattr(archives, "CIFAR10_URL", url + "cifar-10-python.tar.gz")
     with pytest.raises(L.DataError) as err:
         L.load_data()
     message = str(err.value)
@@ -177,10 +178,10 @@ def test_fashion_download_checks_md5(tmp_path, monkeypatch):
     served.mkdir()
     files = write_fashion(served)
     with http_server(str(served)) as url:
-        monkeypatch.setattr(L, "FASHION_MNIST_URL", url)
-        monkeypatch.setattr(L, "FASHION_MNIST_FILES", {
+        monkeypatch.setattr(archives, "FASHION_MNIST_URL", url)
+        monkeypatch.setattr(archives, "FASHION_MNIST_FILES", {
             name: (hashlib.md5((served / name).read_bytes()).hexdigest(), magic, shape)
-            for name, (_, magic, shape) in L.FASHION_MNIST_FILES.items()})
+            for name, (_, magic, shape) in archives.FASHION_MNIST_FILES.items()})
         (x, y), (xt, yt) = L.load_fashion_mnist()
     np.testing.assert_array_equal(x, files["train"][0])
     np.testing.assert_array_equal(yt, files["test"][1])
@@ -203,7 +204,7 @@ def test_restricted_unpickler_refuses_code(tmp_path):
     with open(folder / "data_batch_1", "wb") as f:
         pickle.dump({b"data": Exploit(marker), b"labels": [0]}, f, protocol=2)
     with pytest.raises(L.DataError, match=r"data_batch_1.*refusing to load"):
-        L.read_batch(str(folder / "data_batch_1"))
+        datasets.read_batch(str(folder / "data_batch_1"))
     assert not marker.exists()
 
 
@@ -211,7 +212,7 @@ def test_restricted_unpickler_refuses_builtins(tmp_path):
     path = tmp_path / "test_batch"
     path.write_bytes(pickle.dumps({"x": eval}, protocol=2))
     with pytest.raises(L.DataError, match=r"refusing to load (__builtin__|builtins)\.eval"):
-        L.read_pickle(str(path))
+        datasets.read_pickle(str(path))
 
 
 @pytest.mark.parametrize("kind", ["parent", "absolute", "symlink", "hardlink", "device"])
@@ -293,7 +294,7 @@ def test_malformed_batch(tmp_path, data, labels, match):
     path = tmp_path / "data_batch_1"
     write_batch(path, data, labels)
     with pytest.raises(L.DataError, match=match):
-        L.read_batch(str(path))
+        datasets.read_batch(str(path))
 
 
 def test_corrupt_archive(tmp_path):

@@ -19,7 +19,7 @@ import predict
 import resnet18_fashion_mnist
 import resnet_cifar
 import simple_cnn
-import streaming
+from cifarkit import streaming
 import vgg19_cifar
 from helpers import use_synthetic
 

@@ -16,7 +16,7 @@ import predict
 import resnet18_fashion_mnist
 import resnet_cifar
 import simple_cnn
-import training
+from cifarkit import devices
 import vgg19_cifar
 from helpers import synthetic_cifar, use_synthetic
 
@@ -55,14 +55,14 @@ def check_dtypes(model, policy):
     assert all(w.dtype == "float32" for w in model.weights)
 
 
-@pytest.mark.parametrize("devices, expected", [
+@pytest.mark.parametrize("visible, expected", [
     ([], "mixed_bfloat16"), (["gpu:0"], "mixed_float16"), (["tpu:0"], "mixed_bfloat16")])
-def test_policy_follows_the_device(monkeypatch, devices, expected):
+def test_policy_follows_the_device(monkeypatch, visible, expected):
     """float16 on a GPU (compile adds loss scaling), bfloat16 on CPUs and TPUs,
     which have no float16 units."""
-    monkeypatch.setattr(training, "accelerators", lambda: devices)
-    monkeypatch.setattr(training, "_torch_cuda", lambda: bool(devices) and devices[0].startswith("gpu"))
-    assert training.mixed_precision_policy() == expected
+    monkeypatch.setattr(devices, "accelerators", lambda: visible)
+    monkeypatch.setattr(devices, "_torch_cuda", lambda: bool(visible) and visible[0].startswith("gpu"))
+    assert devices.mixed_precision_policy() == expected
 
 
 @functools.cache
@@ -116,7 +116,7 @@ def test_the_big_models_keep_a_float32_output(build, policy):
 def test_a_script_trains_with_mixed_precision_and_its_checkpoint_predicts(tmp_path, monkeypatch, policy):
     """--mixed-precision sets the policy mixed_precision_policy() chooses (here
     each in turn, as on a GPU and on a CPU), and the run learns."""
-    monkeypatch.setattr(training, "mixed_precision_policy", lambda: policy)
+    monkeypatch.setattr(devices, "mixed_precision_policy", lambda: policy)
     _, (x_test, y_test) = use_synthetic(monkeypatch, n_train=400, n_test=100)
     out = tmp_path / "out"
     assert simple_cnn.main(["--model", "deep", "--mixed-precision", "--epochs", "3", "--batch-size", "32",

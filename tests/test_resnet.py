@@ -8,12 +8,14 @@ import pytest
 
 import keras
 
-import cli
+from cifarkit import cli
+
+from cifarkit import preprocessing
 import predict
 import resnet18_fashion_mnist as R18
 import resnet_cifar as R
-import schedules
-import training
+from cifarkit import schedules
+from cifarkit import training
 from helpers import final_model_accuracy, synthetic_cifar
 
 
@@ -34,7 +36,7 @@ def test_bad_depth_is_a_clear_error(version, depth):
 @pytest.mark.parametrize("version,depth", [(1, 8), (1, 20), (2, 11)])
 def test_each_version_trains_a_step(version, depth):
     (x, y), _ = synthetic_cifar(64, 1)
-    model = R.build_model(version, depth, training.pixel_mean(x), dict(width_shift_range=0.1))
+    model = R.build_model(version, depth, preprocessing.pixel_mean(x), dict(width_shift_range=0.1))
     model.compile(optimizer="adam", loss="categorical_crossentropy")
     before = [w.copy() for w in model.get_weights()]
     loss = model.train_on_batch(x, training.one_hot(y, 10))
@@ -72,7 +74,7 @@ def test_resnet_script_end_to_end(tmp_path, monkeypatch):
     assert summary["best_checkpoints"][0].endswith("cifar10_ResNet8v1_model.001.h5")
     # Per-pixel mean subtraction travels in the checkpoint.
     model = keras.models.load_model(summary["files"]["final"], compile=False)
-    assert training.statistics(model.get_layer("subtract_pixel_mean"))[0].shape == (32, 32, 3)
+    assert preprocessing.statistics(model.get_layer("subtract_pixel_mean"))[0].shape == (32, 32, 3)
 
 
 def resnet18_expected_params(in_channels, stem_kernel):
@@ -104,11 +106,11 @@ def test_resnet18_defaults_decay_the_rate_and_mirror(tmp_path, monkeypatch):
     """The default recipe: a cosine from LEARNING_RATE epoch by epoch and a
     random mirror in the model; `--schedule constant --no-horizontal-flip`
     is the seed's (constant rate, no augmentation layer)."""
-    import augment
+    from cifarkit import augment, checkpoints
     from helpers import use_synthetic
     use_synthetic(monkeypatch, 32, 16)
     seen = []
-    monkeypatch.setattr(training, "save_h5", lambda model, *a, **k: seen.append(model))
+    monkeypatch.setattr(checkpoints, "save_h5", lambda model, *a, **k: seen.append(model))
     common = ["--dataset", "cifar10", "--resize", "32", "--epochs", "3", "--batch-size", "16", "--verbose", "0"]
     R18.main(common + ["--output-dir", str(tmp_path / "default")])
     with open(tmp_path / "default" / "cifar10_resnet18_history.csv", newline="") as f:

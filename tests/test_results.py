@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 import reproduce
+from conftest import ROOT
 import results_table
 
 SUMMARY = {
@@ -128,7 +129,7 @@ def test_reproduce_refuses_an_unknown_run(capsys):
 def test_a_run_names_its_commit_and_only_code_changes_make_it_dirty(tmp_path):
     """hardware.code_version: the commit, and dirty for a changed script but not
     for the README, docs or results that reproduce.py itself rewrites."""
-    import hardware
+    from cifarkit import hardware
     git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t",  # noqa: E731
                                      *a], check=True, capture_output=True, text=True).stdout.strip()
     git("init", "-q")
@@ -143,3 +144,25 @@ def test_a_run_names_its_commit_and_only_code_changes_make_it_dirty(tmp_path):
     assert hardware.code_version(str(tmp_path))["dirty"] is False
     (tmp_path / "train.py").write_text("1\n")
     assert hardware.code_version(str(tmp_path))["dirty"] is True
+
+
+@pytest.mark.parametrize("script", ["simple_cnn", "resnet_cifar", "vgg19_cifar", "allconv_cifar",
+                                    "resnet18_fashion_mnist"])
+def test_each_docstring_ends_with_its_measured_result(script):
+    """A script's docstring ends with "Expected result: NN.NN% ..." naming the
+    results/ folder whose summary measured it; a figure typed by hand, or
+    left behind when a new run replaced the summary, fails here."""
+    import glob
+    import importlib
+    import re
+    doc = importlib.import_module(script).__doc__.strip()
+    last = doc.split("\n\n")[-1]
+    match = re.match(r"Expected result: (\d+\.\d\d)% .*?(results/[\w.-]+)/", last, re.S)
+    assert match, f"{script}: the docstring's last paragraph is not its expected result"
+    figure, folder = match.groups()
+    summaries = glob.glob(os.path.join(ROOT, folder, "*summary.json"))
+    assert len(summaries) == 1, f"{folder} holds no one summary"
+    with open(summaries[0]) as f:
+        summary = json.load(f)
+    assert figure == f"{100 * summary['test_accuracy']:.2f}"
+    assert re.search(rf"\b{summary['epochs_run']}\b[^.]*epochs", last), "the epochs are not the summary's"

@@ -8,7 +8,7 @@ import pytest
 import keras
 
 import allconv_cifar
-import cli
+from cifarkit import cli
 import resnet18_fashion_mnist
 import resnet_cifar
 import simple_cnn

@@ -9,7 +9,7 @@ import pytest
 import keras
 
 import resnet_cifar as R
-import schedules
+from cifarkit import schedules
 from helpers import use_synthetic
 
 
@@ -62,7 +62,7 @@ def test_cuts_made_during_fit_last_and_are_logged():
 
 def test_plateau_state_survives_a_resume(tmp_path):
     """The cuts, best value and wait go into the resume backup and come back."""
-    import backup
+    from cifarkit import backup
     model = tiny_model()
     model.optimizer.build(model.trainable_variables)
     first = schedules.PlateauSchedule(lambda epoch, lr=None: 0.1, factor=0.5, patience=1)

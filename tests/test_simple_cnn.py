@@ -12,10 +12,13 @@ import pytest
 
 import keras
 
-import cli
+from cifarkit import cli
+
+from cifarkit import preprocessing
 import predict
 import simple_cnn
-import training
+import load_data
+from cifarkit import training
 from conftest import ROOT
 from helpers import final_model_accuracy, use_synthetic
 
@@ -79,7 +82,7 @@ def test_checkpoint_takes_raw_pixels_and_predict_agrees(tmp_path, monkeypatch, c
     simple_cnn.main(["--model", "deep", "--output-dir", str(out), "--epochs", "2", "--verbose", "0"])
     ckpt = str(out / "cifar10_deep_final.h5")
     model, names = predict.load_checkpoint(ckpt)
-    assert names == list(training.load_data.CIFAR10_CLASSES)
+    assert names == list(load_data.CIFAR10_CLASSES)
     images = x_test[:6]
     expected = model.predict(images, verbose=0).argmax(axis=1)
 
@@ -168,14 +171,13 @@ def test_interrupted_run_resumes_without_losing_or_repeating_epochs(tmp_path, mo
     simple_cnn.main(args + ["--output-dir", str(tmp_path / "straight")])
     straight = read_rows(tmp_path / "straight" / "cifar10_simple_history.csv")
 
-    original = training.make_callbacks
-    monkeypatch.setattr(training, "make_callbacks",
-                        lambda *a, **k: [InterruptAt(1)] + original(*a, **k))
+    original = training.Run.callbacks
+    monkeypatch.setattr(training.Run, "callbacks", lambda self, *own: original(self, InterruptAt(1), *own))
     out = tmp_path / "interrupted"
     with pytest.raises(KeyboardInterrupt):
         simple_cnn.main(args + ["--output-dir", str(out)])
     assert len(read_rows(out / "cifar10_simple_history.csv")) == 1
-    monkeypatch.setattr(training, "make_callbacks", original)
+    monkeypatch.setattr(training.Run, "callbacks", original)
     simple_cnn.main(args + ["--output-dir", str(out), "--resume"])
 
     resumed = read_rows(out / "cifar10_simple_history.csv")
@@ -191,12 +193,12 @@ def test_interrupted_run_resumes_without_losing_or_repeating_epochs(tmp_path, mo
 
 def test_normalisation_statistics():
     x = np.random.default_rng(0).integers(0, 256, (50, 32, 32, 3)).astype(np.uint8)
-    layer = training.pixel_mean(x)
-    np.testing.assert_allclose(training.statistics(layer)[0], x.mean(axis=0), rtol=1e-6)
+    layer = preprocessing.pixel_mean(x)
+    np.testing.assert_allclose(preprocessing.statistics(layer)[0], x.mean(axis=0), rtol=1e-6)
     out = keras.ops.convert_to_numpy(layer(x.astype("float32")))
     np.testing.assert_allclose(out.mean(axis=0), 0, atol=1e-5)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(training.rescale()(np.full((1, 2, 2, 3), 255.0))), 1.0)
-    layer = training.channel_mean([123.68, 116.779, 103.939])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(preprocessing.rescale()(np.full((1, 2, 2, 3), 255.0))), 1.0)
+    layer = preprocessing.channel_mean([123.68, 116.779, 103.939])
     out = keras.ops.convert_to_numpy(layer(np.full((1, 2, 2, 3), 123.68, "float32")))
     np.testing.assert_allclose(out[..., 0], 0, atol=1e-4)
     # The statistics travel in the layer's config, hence in every checkpoint.

@@ -8,8 +8,9 @@ import pytest
 
 import keras
 
-import cli
+from cifarkit import cli
 import vgg19_cifar as V
+from cifarkit import checkpoints, devices
 from helpers import use_synthetic
 
 
@@ -60,9 +61,9 @@ def test_imagenet_weights_load_by_name(imagenet_like_file):
     filters for RGB input); fc2 keeps its fresh initialisation."""
     model = V.build_model("E")
     fc2 = model.get_layer("fc2").get_weights()[0].copy()
-    loaded = V.load_weights_by_name(model, imagenet_like_file)
+    loaded = V.load_imagenet_weights(model, imagenet_like_file)
     assert len(loaded) == 16 and all("_conv" in name for name in loaded)
-    stored = V.read_h5_weights(imagenet_like_file)
+    stored = checkpoints.read_h5_weights(imagenet_like_file)
     np.testing.assert_array_equal(model.get_layer("block1_conv1").get_weights()[0],
                                   stored["block1_conv1"][0][:, :, ::-1, :])
     np.testing.assert_array_equal(model.get_layer("block5_conv4").get_weights()[0], stored["block5_conv4"][0])
@@ -75,14 +76,14 @@ def test_imagenet_start_computes_what_keras_vgg19_computes(imagenet_like_file):
     block gives what keras.applications.VGG19 gives on preprocess_input's
     image, with the same weights (batch norm set to the identity)."""
     model = V.build_model("E")
-    V.load_weights_by_name(model, imagenet_like_file)
+    V.load_imagenet_weights(model, imagenet_like_file)
     for name in ("block1_bn1", "block1_bn2"):
         bn = model.get_layer(name)
         bn.moving_variance.assign(np.full(bn.moving_variance.shape, 1.0 - bn.epsilon, "float32"))
     ours = keras.Model(model.inputs, model.get_layer("block1_pool").output)
 
     reference = keras.applications.VGG19(weights=None, include_top=False, input_shape=(32, 32, 3))
-    stored = V.read_h5_weights(imagenet_like_file)
+    stored = checkpoints.read_h5_weights(imagenet_like_file)
     for name in ("block1_conv1", "block1_conv2"):
         reference.get_layer(name).set_weights(stored[name])
     reference = keras.Model(reference.inputs, reference.get_layer("block1_pool").output)
@@ -94,14 +95,14 @@ def test_imagenet_start_computes_what_keras_vgg19_computes(imagenet_like_file):
 
 
 def test_vgg16_loads_the_vgg19_file_too(imagenet_like_file):
-    assert len(V.load_weights_by_name(V.build_model("D"), imagenet_like_file)) == 13
+    assert len(V.load_imagenet_weights(V.build_model("D"), imagenet_like_file)) == 13
 
 
 def test_mismatch_is_a_clear_error_and_loads_nothing(imagenet_like_file):
     model = V.build_model("C")
     before = model.get_layer("block1_conv1").get_weights()[0].copy()
     with pytest.raises(cli.UsageError) as err:
-        V.load_weights_by_name(model, imagenet_like_file)
+        V.load_imagenet_weights(model, imagenet_like_file)
     message = str(err.value)
     assert "block3_conv3: file has [(3, 3, 256, 256), (256,)], model needs [(1, 1, 256, 256), (256,)]" in message
     assert "block4_conv3" in message and "block5_conv3" in message
@@ -114,18 +115,18 @@ def test_missing_layers_are_listed(tmp_path):
     path = str(tmp_path / "partial.h5")
     write_classic_h5(path, small, skip=("block5_conv2", "fc1", "fc2", "predictions"))
     with pytest.raises(cli.UsageError, match=r"block5_conv2: not in the file$"):
-        V.load_weights_by_name(V.build_model("A"), path)
+        V.load_imagenet_weights(V.build_model("A"), path)
 
 
 def test_not_a_weights_file(tmp_path):
     path = tmp_path / "x.h5"
     path.write_bytes(b"nope")
     with pytest.raises(cli.UsageError, match="x.h5"):
-        V.load_weights_by_name(V.build_model("A"), str(path))
+        V.load_imagenet_weights(V.build_model("A"), str(path))
 
 
 def test_memory_estimate_by_hand_for_config_a():
-    rows, params, activations, total = V.memory_estimate(V.build_model("A"), batch_size=128)
+    rows, params, activations, total = devices.memory_estimate(V.build_model("A"), batch_size=128)
     by_hand = (32 * 32 * 3                      # input
                + 32 * 32 * 64 + 16 * 16 * 64       # block 1: conv, pool
                + 16 * 16 * 128 + 8 * 8 * 128       # block 2

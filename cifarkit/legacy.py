@@ -40,22 +40,22 @@ class Standardize(layers.Layer):
 def convert(old_path, new_path):
     """Rewrite a checkpoint with Keras's own normalisation layers in place of
     Standardize; the same weights and class names."""
-    import training
+    from cifarkit import checkpoints, preprocessing
     model = keras.models.load_model(old_path, compile=False)
 
     def replace(layer):
         if isinstance(layer, Standardize):
-            return training.standardize(layer.mean, layer.std, name=layer.name)
+            return preprocessing.standardize(layer.mean, layer.std, name=layer.name)
         return layer.__class__.from_config(layer.get_config())
     new = keras.models.clone_model(model, clone_function=replace)
     new.set_weights(model.get_weights())
-    names, _ = training.read_run(old_path)
-    training.save_h5(new, new_path, names or [str(i) for i in range(new.outputs[0].shape[-1])])
+    names, _ = checkpoints.read_run(old_path)
+    checkpoints.save_h5(new, new_path, names or [str(i) for i in range(new.outputs[0].shape[-1])])
     return new
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        sys.exit("usage: python3 legacy.py OLD.h5 NEW.h5")
+        sys.exit("usage: python3 -m cifarkit.legacy OLD.h5 NEW.h5")
     convert(sys.argv[1], sys.argv[2])
     print(f"{sys.argv[2]}: opens with plain keras.models.load_model")

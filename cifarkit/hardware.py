@@ -41,7 +41,7 @@ def code_version(folder=None):
     uncommitted changes to code (not to NOT_CODE): {"commit": sha, "dirty":
     bool}, or None outside git."""
     import subprocess
-    folder = folder or os.path.dirname(os.path.abspath(__file__))
+    folder = folder or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository, above cifarkit/
     try:
         git = lambda *a: subprocess.run(["git", "-C", folder, *a], capture_output=True, text=True,  # noqa: E731
                                         timeout=20, check=True).stdout.strip()

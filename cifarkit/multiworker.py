@@ -10,7 +10,8 @@ cluster comes from the TF_CONFIG environment variable, e.g. on machine 0
 and the same with "index": 1 on machine 1.
 
 Keras 3's fit() cannot run under this strategy yet (keras-team/keras#20585),
-so `fit` below runs the same epochs with a loop of its own: each worker
+so `attach` gives a model `fit` and `evaluate` of this module's own, called
+as Keras's are (training.Run.resume attaches them), and `fit` runs the same epochs with a loop of its own: each worker
 trains on its shard of every global batch, gradients are summed across all
 replicas of all workers, batch-norm statistics are averaged across workers
 after every epoch, and the scripts' callbacks (learning-rate schedule,
@@ -75,6 +76,21 @@ def _dataset(strategy, x, y, global_batch, seed):
         ds = ds.shard(context.num_input_pipelines, context.input_pipeline_id)
         return ds.batch(context.get_per_replica_batch_size(global_batch), drop_remainder=True).prefetch(2)
     return strategy.distribute_datasets_from_function(make)
+
+
+def attach(model, strategy, seed=0):
+    """This model's `fit(x, y, batch_size=..., ...)` and `evaluate(x, y, ...)`
+    become the loops below across the workers of `strategy`, taking the
+    arguments a script gives Keras's own."""
+    def fit_(x, y, batch_size, epochs, initial_epoch=0, validation_data=None, validation_batch_size=None,
+             callbacks=(), verbose="auto", shuffle=True):
+        return fit(model, strategy, x, y, batch_size=batch_size, epochs=epochs, validation_data=validation_data,
+                   callbacks=list(callbacks), verbose=verbose, seed=seed)
+
+    def evaluate_(x, y, batch_size=256, verbose=0):
+        return evaluate(model, x, y, batch_size)
+
+    model.fit, model.evaluate = fit_, evaluate_
 
 
 _evaluation_steps = weakref.WeakKeyDictionary()  # model: its compiled evaluation step

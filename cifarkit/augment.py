@@ -37,7 +37,7 @@ import numpy as np
 import keras
 from keras import layers, ops
 
-from cli import FILL_MODES, UsageError, is_shift
+from cifarkit.cli import FILL_MODES, UsageError, is_shift
 
 
 @keras.saving.register_keras_serializable(package="cifar_collection")

@@ -1,6 +1,6 @@
 """Folders larger than memory: batches read from disk as training asks for them.
 
-`load_data.load_folder` gives `load_data.ImageFiles` in place of an image
+`folders.load_folder` gives `folders.ImageFiles` in place of an image
 array when a folder would not fit (or with `--stream`); `inputs` turns either
 into what `model.fit`, `evaluate` and `predict` take, so `training.train`
 handles both the same way. `FileBatches` is a `keras.utils.PyDataset`: it
@@ -16,7 +16,7 @@ import numpy as np
 
 import keras
 
-import load_data
+from cifarkit import folders
 
 
 class FileBatches(keras.utils.PyDataset):
@@ -47,7 +47,7 @@ class FileBatches(keras.utils.PyDataset):
 
 
 def streamed(images):
-    return isinstance(images, load_data.ImageFiles)
+    return isinstance(images, folders.ImageFiles)
 
 
 def inputs(images, targets, batch_size, shuffle=False, seed=0, epoch=0):

@@ -39,7 +39,8 @@ import tempfile
 import tokenize
 import types
 
-import load_data
+from cifarkit import archives
+from cifarkit import datasets
 
 
 class UsageError(Exception):
@@ -209,8 +210,8 @@ def _check_folders(args):
     and writable. Nothing is left behind by the check."""
     if args.data_dir is not None:
         try:
-            load_data.search_dirs(args.data_dir)  # the reader's own check: the folder must exist
-        except load_data.DataError as e:
+            archives.search_dirs(args.data_dir)  # the reader's own check: the folder must exist
+        except archives.DataError as e:
             raise UsageError(f"--data-dir {e}") from None
     folder = os.path.abspath(args.output_dir)
     existing = folder
@@ -394,13 +395,13 @@ def parse_args(script, description, argv=None, choices=None, extra=None, only=No
         if expected:
             parser.error(f"{_flag(name)} must be {expected}, got {getattr(args, name.lower())!r}")
     dataset = getattr(args, "dataset", None)
-    if dataset is not None and dataset not in load_data.DATASETS and not os.path.isdir(dataset):
-        parser.error(f"--dataset {dataset}: neither one of {', '.join(load_data.DATASETS)} nor a folder of images")
-    if args.stream and (dataset is None or dataset in load_data.DATASETS):
+    if dataset is not None and dataset not in datasets.DATASETS and not os.path.isdir(dataset):
+        parser.error(f"--dataset {dataset}: neither one of {', '.join(datasets.DATASETS)} nor a folder of images")
+    if args.stream and (dataset is None or dataset in datasets.DATASETS):
         parser.error(f"--stream reads a folder of images (--dataset FOLDER); {dataset or 'this data set'} "
                      f"is read into memory")
     for dest in ("image_size", "color"):  # a named data set has its own image size and colours
-        if dest in given and (dataset is None or dataset in load_data.DATASETS):
+        if dest in given and (dataset is None or dataset in datasets.DATASETS):
             parser.error(f"{_flag(dest)} is not used with --dataset {dataset} (only with --dataset FOLDER)")
     if args.image_size < 8:
         parser.error(f"--image-size must be 8 or more, got {args.image_size}")
@@ -423,9 +424,13 @@ def run(main):
     bad combination of values, is one line on stderr, exit 1."""
     try:
         sys.exit(main())
-    except (load_data.DataError, UsageError) as e:
+    except (archives.DataError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("\nInterrupted. The finished epochs are kept: continue with the same command and --resume.",
+              file=sys.stderr)
+        sys.exit(130)
     except ValueError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"error: {first}", file=sys.stderr)

@@ -28,7 +28,7 @@ import os
 
 import keras
 
-from cli import UsageError
+from cifarkit.cli import UsageError
 
 STATE = "state.json"
 

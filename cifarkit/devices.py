@@ -1,0 +1,140 @@
+"""Seeds, precision and devices: what a run trains on.
+
+- `setup(args)`: seeds every random draw, sets the mixed-precision policy,
+  picks the devices (`--devices`, or TF_CONFIG for several machines) and
+  returns the scope to build and compile the model in;
+- `data_parallel`: each backend's own engine (TensorFlow's MirroredStrategy,
+  JAX's keras.distribution.DataParallel);
+- `memory_estimate`: the seed's rule of thumb for a model's training memory.
+"""
+
+import contextlib
+import os
+
+import numpy as np
+
+import keras
+from keras import layers
+
+from cifarkit.cli import UsageError
+
+
+def setup(args):
+    """Seed everything (weights, shuffling, augmentation) and choose the
+    devices. Returns the context to build and compile the model in; the
+    number of data-parallel replicas is kept as `args.replicas`, and the
+    multi-worker strategy, when TF_CONFIG asks for one, as `args.multi_worker`.
+    With several replicas, `args.batch_size` becomes the global batch and
+    `args.learning_rate` is scaled with it (the linear scaling rule), so the
+    script's optimizer and schedule use the scaled values."""
+    args.multi_worker = None
+    if os.environ.get("TF_CONFIG"):  # before TensorFlow does anything else
+        from cifarkit import multiworker
+        if args.resume:
+            raise UsageError("--resume is not available in multi-worker training (TF_CONFIG is set)")
+        try:
+            args.multi_worker = multiworker.strategy_from_environment()
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    keras.utils.set_random_seed(args.seed)
+    keras.mixed_precision.set_global_policy(
+        mixed_precision_policy() if getattr(args, "mixed_precision", False) else "float32")
+    if args.multi_worker is not None:
+        scope, args.replicas = args.multi_worker.scope(), args.multi_worker.num_replicas_in_sync
+    else:
+        scope, args.replicas = data_parallel(args.devices)
+    if args.replicas > 1:  # the linear scaling rule: what the script reads is already scaled
+        print(f"Data-parallel training on {args.replicas} replicas: batch {args.batch_size} x {args.replicas}, "
+              f"learning rate {args.learning_rate} x {args.replicas} (linear scaling rule)")
+        args.batch_size *= args.replicas
+        args.learning_rate *= args.replicas
+    return scope
+
+
+def mixed_precision_policy():
+    """float16 where it is fast (GPUs, with loss scaling that compile() adds
+    by itself), bfloat16 on CPUs and TPUs, which have no float16 units."""
+    gpu = _torch_cuda() if keras.backend.backend() == "torch" else \
+        any(d.lower().startswith("gpu") or "cuda" in d.lower() for d in accelerators())
+    return "mixed_float16" if gpu else "mixed_bfloat16"
+
+
+def _torch_cuda():
+    import torch
+    return torch.cuda.is_available()
+
+
+def accelerators():
+    """The visible GPUs/TPUs (none: an empty list)."""
+    return [d for d in keras.distribution.list_devices() if not d.lower().startswith("cpu")] \
+        if keras.backend.backend() in ("jax", "tensorflow") else []
+
+
+def data_parallel(devices=0):
+    """(context to build and compile in, number of replicas).
+
+    - `devices` > 1, or 0 with several accelerators visible: synchronous
+      data parallelism over that many local devices, with
+      tf.distribute.MirroredStrategy under TensorFlow and
+      keras.distribution.DataParallel under JAX;
+    - otherwise one device and a do-nothing context."""
+    backend = keras.backend.backend()
+    if devices == 0:
+        devices = len(accelerators())
+    if devices <= 1:
+        return contextlib.nullcontext(), 1
+    if backend == "tensorflow":
+        strategy = _tf_strategy(devices)
+        return strategy.scope(), strategy.num_replicas_in_sync
+    if backend == "jax":
+        available = accelerators() or keras.distribution.list_devices()
+        if len(available) < devices:
+            raise UsageError(f"--devices {devices}: only {len(available)} device(s) visible")
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=available[:devices]))
+        return contextlib.nullcontext(), devices
+    raise UsageError(f"--devices {devices}: data-parallel training needs the tensorflow or jax "
+                     f"backend, not {backend}")
+
+
+def _tf_strategy(devices):
+    """TensorFlow's own MirroredStrategy: the one TensorFlow-only corner of
+    the collection."""
+    import tensorflow as tf
+    names = [d.name for d in tf.config.list_logical_devices("GPU")] or \
+        [d.name for d in tf.config.list_logical_devices("CPU")]
+    if len(names) < devices:
+        raise UsageError(f"--devices {devices}: only {len(names)} device(s) visible")
+    return tf.distribute.MirroredStrategy(devices=names[:devices])
+
+
+# --------------------------------------------------------------------------
+# Memory estimate (the VGG seed's formula)
+# --------------------------------------------------------------------------
+
+def memory_estimate(model, batch_size, bytes_per_value=4):
+    """Rows (layer, output shape, activations per image, parameters) for the
+    input and every convolution, pooling and dense layer, and the total bytes:
+    parameters x 3 (weights, gradients, momentum) + activations x batch x 2
+    (forward and backward)."""
+    rows = [("input", tuple(model.inputs[0].shape[1:]), int(np.prod(model.inputs[0].shape[1:])), 0)]
+    for layer in model.layers:
+        if isinstance(layer, (layers.Conv2D, layers.MaxPooling2D, layers.Dense)):
+            shape = tuple(layer.output.shape[1:])
+            rows.append((layer.name, shape, int(np.prod(shape)), 0))
+    params = int(model.count_params())
+    activations = sum(r[2] for r in rows)
+    total = bytes_per_value * (3 * params + 2 * batch_size * activations)
+    rows = [(n, s, a, model.get_layer(n).count_params() if n != "input" else 0) for n, s, a, _ in rows]
+    return rows, params, activations, total
+
+
+def print_memory_estimate(model, batch_size):
+    rows, params, activations, total = memory_estimate(model, batch_size)
+    print(f"{model.name}, batch {batch_size}, float32")
+    print(f"{'layer':<16} {'output':<16} {'activations':>12} {'parameters':>12}")
+    for name, shape, acts, p in rows:
+        print(f"{name:<16} {'x'.join(map(str, shape)):<16} {acts:>12,} {p:>12,}")
+    print(f"parameters (incl. batch-norm statistics): {params:,} -> x3 x 4 B = {3 * 4 * params / 2**20:,.1f} MiB")
+    print(f"activations per image: {activations:,} -> x batch x2 x 4 B = "
+          f"{2 * 4 * batch_size * activations / 2**20:,.1f} MiB")
+    print(f"total: {total / 2**20:,.1f} MiB")
