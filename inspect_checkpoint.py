@@ -20,8 +20,6 @@ moved. A data set that does not fit the checkpoint is one line, exit status 1.
 """
 
 from cifarkit import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
-
-from cifarkit import checkpoints
 import argparse
 import json
 import os
@@ -29,9 +27,10 @@ import sys
 
 import numpy as np
 
-from cifarkit import legacy  # noqa: F401 (opens checkpoints written before the collection used Keras's own layers)
 import load_data
 import predict
+from cifarkit import checkpoints
+from cifarkit import legacy  # noqa: F401 (opens checkpoints written before the collection used Keras's own layers)
 from cifarkit import streaming
 
 def confusion_matrix(y_true, y_pred, n):

@@ -17,18 +17,16 @@ that does not fit the checkpoint is one line, exit status 1.
 """
 
 from cifarkit import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
-
-from cifarkit import folders
-
-from cifarkit import checkpoints
 import argparse
 import os
 import sys
 
 import numpy as np
 
-from cifarkit import legacy  # noqa: F401 (opens checkpoints written before the collection used Keras's own layers)
 import load_data
+from cifarkit import checkpoints
+from cifarkit import folders
+from cifarkit import legacy  # noqa: F401 (opens checkpoints written before the collection used Keras's own layers)
 
 
 def load_checkpoint(path):
@@ -99,7 +97,7 @@ def test_set(path, model, dataset=None, data_dir=None, stream=None):
 
     Which: `dataset` when given (a built-in set or a folder), else what the
     checkpoint's run metadata names (`run["data"]`, written by
-    training.train; older checkpoints: `run["dataset"]`; none: CIFAR-10, or
+    training.Run; older checkpoints: `run["dataset"]`; none: CIFAR-10, or
     Fashion-MNIST for grayscale input). A folder's test split is made again
     exactly as training made it (its test/ folder, or the held-out fraction
     and seed stored), at the stored image size and colour; a folder that
@@ -157,7 +155,7 @@ def test_set(path, model, dataset=None, data_dir=None, stream=None):
               f"images now, {source.get('test_images', '?')} then): the figures are not the run's",
               file=sys.stderr)
     if stream is None:
-        stream = folders._stream_needed(len(split.test[0]), size, channels, name, file=sys.stderr)
+        stream = folders.stream_needed(len(split.test[0]), size, channels, name, file=sys.stderr)
     x, y = split.read("test", size, color, stream=stream, check=False)
     return x, y, {"dataset": split.root, "test_split": split.how()}
 

@@ -137,8 +137,9 @@ def main(argv=None):
 
     # Training
     run = training.Run(args, data, training.run_name(args, "resnet18" + ("_cifarstem" if args.stem == "cifar" else "")))
-    cosine = [keras.callbacks.LearningRateScheduler(schedules.warmup_cosine(args.learning_rate, args.epochs, 0))]
-    callbacks = run.callbacks(*(cosine if args.schedule == "cosine" else []))  # and those of every run
+    schedule = schedules.warmup_cosine(args.learning_rate, args.epochs, 0) if args.schedule == "cosine" \
+        else schedules.step_schedule(args.learning_rate, [])  # constant: the seed's
+    callbacks = run.callbacks(keras.callbacks.LearningRateScheduler(schedule))  # and those of every run
 
     initial_epoch = run.resume(model)  # --resume: the last finished epoch's weights, optimizer and callbacks
     model.fit(**run.training_data(args.batch_size), validation_data=run.validation_data(),

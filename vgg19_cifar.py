@@ -167,7 +167,7 @@ def main(argv=None):
                             dropout=args.dropout, input_shape=shape, num_classes=classes,
                             bn_momentum=args.bn_momentum)
     if args.estimate_memory:
-        devices.print_memory_estimate(model, args.batch_size)
+        devices.print_memory_estimate(model, args.batch_size // args.replicas)  # per device
         return 0
     if args.weights:
         loaded = load_imagenet_weights(model, args.weights)

@@ -26,7 +26,7 @@ exact. The layer works under every backend and is the identity at inference.
 
 Checkpoints stay Keras's own: `for_saving(model)` is the model with each
 RandomAffine replaced by `keras.layers.Identity` (the same weights), which is
-what `training.save_h5` writes, so plain `keras.models.load_model` opens it.
+what `checkpoints.save_h5` writes, so plain `keras.models.load_model` opens it.
 """
 
 import functools

@@ -178,7 +178,7 @@ class UndecodableImages(DataError):
                          f"from the folder")
 
 
-def _stream_needed(count, image_size, channels, root, file=None):
+def stream_needed(count, image_size, channels, root, file=None):
     """Whether `count` images would take more than half the memory free now
     (and say so, on `file`: standard output by default)."""
     need, free = count * image_size * image_size * channels, memory_available()
@@ -321,7 +321,7 @@ def load_folder_source(root, image_size=32, color="rgb", test_fraction=0.2, seed
     split = FolderSplit(root, test_fraction, seed)
     print(split.line(root))
     if stream is None:
-        stream = _stream_needed(len(split.train[0]) + len(split.test[0]), image_size,
+        stream = stream_needed(len(split.train[0]) + len(split.test[0]), image_size,
                                 3 if color == "rgb" else 1, root)
     parts, bad = [], []
     for part in ("train", "test"):  # every image decoded (or read) now, all the bad ones named at once

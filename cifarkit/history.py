@@ -21,7 +21,10 @@ class Throughput(keras.callbacks.Callback):
 
     def __init__(self, n_images):
         super().__init__()
-        self.n_images, self.epoch_seconds = n_images, []
+        self.n_images, self.epoch_seconds, self.train_end = n_images, [], None
+
+    def on_train_end(self, logs=None):
+        self.train_end = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start, self._train_end = time.perf_counter(), None

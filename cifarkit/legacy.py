@@ -5,7 +5,7 @@ Checkpoints saved before 2026-11-24 normalise their input with a custom layer,
 know. Importing this module registers it, so `predict.py` (which imports it)
 still opens those files. To make one portable, open it once and save it again:
 
-    python3 legacy.py OLD.h5 NEW.h5
+    python3 -m cifarkit.legacy OLD.h5 NEW.h5     # from the repository's folder
 
 which rebuilds the normalisation from Keras's own layers (as new checkpoints
 are built) and keeps the class names.

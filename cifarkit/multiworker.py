@@ -83,7 +83,10 @@ def attach(model, strategy, seed=0):
     become the loops below across the workers of `strategy`, taking the
     arguments a script gives Keras's own."""
     def fit_(x, y, batch_size, epochs, initial_epoch=0, validation_data=None, validation_batch_size=None,
-             callbacks=(), verbose="auto", shuffle=True):
+             callbacks=(), verbose="auto", shuffle=True, **others):
+        if others or initial_epoch:
+            raise ValueError(f"multi-worker training (TF_CONFIG) does not take fit()'s "
+                             f"{', '.join(sorted(others) or ['initial_epoch'])}")
         return fit(model, strategy, x, y, batch_size=batch_size, epochs=epochs, validation_data=validation_data,
                    callbacks=list(callbacks), verbose=verbose, seed=seed)
 

@@ -2,8 +2,8 @@
 
 `folders.load_folder` gives `folders.ImageFiles` in place of an image
 array when a folder would not fit (or with `--stream`); `inputs` turns either
-into what `model.fit`, `evaluate` and `predict` take, so `training.train`
-handles both the same way. `FileBatches` is a `keras.utils.PyDataset`: it
+into what `model.fit`, `evaluate` and `predict` take, so `training.Run`
+hands fit() either the same way. `FileBatches` is a `keras.utils.PyDataset`: it
 works under every backend, reads each batch with OpenCV in worker threads
 (OpenCV releases Python's lock while it decodes), and reshuffles after every
 epoch: epoch N's order depends on the seed and N alone, so a resumed run

@@ -154,6 +154,9 @@ def _start_or_resume(args, paths, name, epochs, hyperparameters):
         if os.path.isfile(record):
             with open(record) as f:
                 before = json.load(f)
+        if before and before.get("replicas", 1) != now.get("replicas", 1):  # its batch and rate were scaled so
+            raise UsageError(f"--resume: the run in {out} trained on {before.get('replicas', 1)} device(s), global "
+                             f"batch {before.get('batch_size')}; resume it on as many (--devices N)")
         changed = [c for c in _differences(before, now) if c[0] not in EXTENDABLE] if before else []
         if changed:
             listed = ", ".join(f"--{k.replace('_', '-')} {b!r} (now {n!r})" for k, b, n in changed)
@@ -210,6 +213,20 @@ def library_versions():
 # The run
 # --------------------------------------------------------------------------
 
+class _SameEpochs(keras.callbacks.Callback):
+    """fit()'s epochs must be the run's (--epochs, EPOCHS), which its resume
+    and its summary go by: one edited in the fit() call alone is refused."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_train_begin(self, logs=None):
+        if self.params.get("epochs") not in (None, self.epochs):
+            raise UsageError(f"fit(epochs={self.params['epochs']}) differs from the run's {self.epochs}: "
+                             f"set EPOCHS at the top of the script or --epochs, and pass args.epochs to fit()")
+
+
 class Run:
     """One training run's files in `args.output_dir`, named after `name`
     (the data set, then the model): `<name>_best.h5` (or `best_template`,
@@ -256,7 +273,8 @@ class Run:
         self.throughput = history.Throughput(len(data.train[0]))
         self.best = checkpoints.BestCheckpoint(self.files["best"], data.class_names, best=best_so_far,
                                                run=self.record)
-        self.backup, self.initial_epoch, self.eval_batch, self.start = None, 0, 256, time.perf_counter()
+        self.eval_batch = max(args.batch_size, 256)  # no gradients: big batches evaluate faster, same result
+        self.backup, self.initial_epoch, self.resumed, self.start = None, 0, False, time.perf_counter()
 
     def callbacks(self, *own):
         """The script's own callbacks (its learning-rate schedule, say), then
@@ -266,7 +284,7 @@ class Run:
         epoch counts as done only once all of them have written it. The
         backup keeps the state of those that have one (plateau cuts, the
         best so far)."""
-        cbs = [*own, keras.callbacks.TerminateOnNaN(), self.throughput,
+        cbs = [*own, _SameEpochs(self.args.epochs), keras.callbacks.TerminateOnNaN(), self.throughput,
                keras.callbacks.CSVLogger(self.files["history"], append=True), self.best]
         if self.multi_worker is not None:  # multiworker.fit keeps no backup and writes no TensorBoard logs
             return cbs
@@ -278,13 +296,17 @@ class Run:
     def resume(self, model):
         """With --resume, the weights, optimizer and callbacks' state of the
         last finished epoch, from the backup. Returns the epoch to start
-        from (0 for a new run): fit()'s initial_epoch."""
+        from (0 for a new run): fit()'s initial_epoch. Comes after
+        `callbacks` (whose state it restores) and before `training_data`."""
         if self.multi_worker is not None:
             from cifarkit import multiworker
             multiworker.attach(model, self.multi_worker, self.args.seed)
+        elif self.backup is None:
+            raise RuntimeError("call run.callbacks(...) before run.resume(model): the backup restores "
+                               "the callbacks' state too")
         if self.args.resume and self.backup is not None:
             self.initial_epoch = backup.restore(model, self.files["backup"], self.backup.stateful)
-        self.start = time.perf_counter()
+        self.resumed, self.start = True, time.perf_counter()
         return self.initial_epoch
 
     def training_data(self, batch_size):
@@ -292,7 +314,9 @@ class Run:
         folder read from disk batch by batch, shuffled in the order of the
         epoch it starts at (so a resumed run sees the batches it would have);
         and validation_batch_size for validation arrays."""
-        self.eval_batch = max(batch_size, 256)  # no gradients: big batches evaluate faster, same result
+        if not self.resumed:
+            raise RuntimeError("call run.resume(model) before run.training_data(...): a resumed run's "
+                               "batches start at the epoch the backup holds")
         x, y = self.data.train
         inputs = streaming.inputs(x, one_hot(y, self.data.num_classes), batch_size, shuffle=True,
                                   seed=self.args.seed, epoch=self.initial_epoch)
@@ -315,7 +339,7 @@ class Run:
         """The final checkpoint, the history's plot and, last, the summary
         (each renamed into place whole; the backup stays, so a run killed
         here finishes with --resume). Returns the summary."""
-        wall = time.perf_counter() - self.start
+        wall = (self.throughput.train_end or time.perf_counter()) - self.start  # fit() alone
         rows = history.read_history(self.files["history"])
         last = {k: float(v) for k, v in (rows[-1] if rows else {}).items() if k != "epoch" and v}
         test_loss, test_accuracy = float(test_loss), float(test_accuracy)

@@ -96,3 +96,48 @@ def test_each_script_compiles_the_optimizer_its_docstring_names(module, argv, ki
     said = (module.__doc__ or "") + " ".join(
         comment for name, _, comment in cli.hyperparameters(module.__file__) if name.endswith("LEARNING_RATE"))
     assert ("Adam" if kind is keras.optimizers.Adam else "SGD") in said
+
+
+def test_a_run_out_of_order_is_refused_not_silently_restarted(tmp_path, monkeypatch):
+    """The edits a Keras user makes to a script's training lines: resume()
+    before callbacks() would skip the backup's restore (a resumed run would
+    start again from epoch 0 and overwrite it); training_data() before
+    resume() would shuffle a resumed streamed run from epoch 0; an `epochs=`
+    edited in fit() alone would put the resume and summary out of step."""
+    from cifarkit import devices, training
+    use_synthetic(monkeypatch, 32, 16)
+    args = simple_cnn.parse_args(["--model", "simple", "--epochs", "1", "--batch-size", "16", "--verbose", "0",
+                                  "--output-dir", str(tmp_path)])
+    devices.setup(args)
+    data = training.prepare_data(args)
+    run = training.Run(args, data, "order")
+    model = simple_cnn.build_model("simple", input_shape=data.input_shape, num_classes=data.num_classes)
+    model.compile("adam", "categorical_crossentropy", metrics=["accuracy"])
+    with pytest.raises(RuntimeError, match=r"run.callbacks\(...\) before run.resume"):
+        run.resume(model)
+    callbacks = run.callbacks()
+    with pytest.raises(RuntimeError, match=r"run.resume\(model\) before run.training_data"):
+        run.training_data(args.batch_size)
+    initial_epoch = run.resume(model)
+    with pytest.raises(cli.UsageError, match=r"fit\(epochs=2\) differs from the run's 1"):
+        model.fit(**run.training_data(args.batch_size), validation_data=run.validation_data(), epochs=2,
+                  initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
+
+
+def test_a_run_resumed_on_another_number_of_devices_says_so(tmp_path, monkeypatch, capsys):
+    """Its batch and learning rate were scaled by the devices it trained on:
+    resumed on another number, the message names the devices, not a
+    --batch-size the user never gave."""
+    import json
+    import glob
+    use_synthetic(monkeypatch, 32, 16)
+    argv = ["--model", "simple", "--epochs", "1", "--batch-size", "16", "--verbose", "0", "--output-dir", str(tmp_path)]
+    simple_cnn.main(argv)
+    (record,) = glob.glob(str(tmp_path / ".*_resume" / "run.json"))
+    with open(record) as f:
+        settings = json.load(f)
+    settings.update(replicas=2, batch_size=32, learning_rate=2 * settings["learning_rate"])  # as 2 devices record it
+    with open(record, "w") as f:
+        json.dump(settings, f)
+    with pytest.raises(cli.UsageError, match=r"trained on 2 device\(s\), global batch 32; resume it on as many"):
+        simple_cnn.main(argv[:3] + ["2"] + argv[4:] + ["--resume"])
