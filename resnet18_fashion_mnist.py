@@ -142,6 +142,7 @@ def main(argv=None):
     callbacks = run.callbacks(keras.callbacks.LearningRateScheduler(schedule))  # and those of every run
 
     initial_epoch = run.resume(model)  # --resume: the last finished epoch's weights, optimizer and callbacks
+    # x: the images (arrays, or a folder read from disk), y: one-hot labels (hence categorical_crossentropy)
     model.fit(**run.training_data(args.batch_size), validation_data=run.validation_data(),
               epochs=args.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=args.verbose)
 
