@@ -31,10 +31,10 @@ refused with it).
     python predict.py saved_models/fashion_mnist_resnet18_final.h5 shoe.png
 
 Expected result: 92.80% test accuracy after its 5 epochs
-(`python3 resnet18_fashion_mnist.py`), 61 min on a 2-core AMD EPYC, code
-version not recorded (2026-11-24): results/resnet18_fashion_mnist/; the
-seed's 93% missed by 0.20 (the same command on an Intel Xeon of the same
-class ended at 93.22%).
+(`python3 resnet18_fashion_mnist.py`), 59 min on a 2-core AMD EPYC, commit
+be1b73d: results/resnet18_fashion_mnist/ (the 2026-11-25 run's figures to the
+last digit); the seed's 93% missed by 0.20 (the same command on an Intel Xeon
+of the same class ended at 93.22%).
 """
 
 from cifarkit import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
