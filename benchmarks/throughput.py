@@ -209,15 +209,19 @@ def training_runner(model_name, variant):
     return run
 
 
-def pytorch_runner():
+def pytorch_runner(autocast=False):
     """The peer: ResNet-20 v1 in plain PyTorch (the same layers; PyTorch's
     default initialisation), channels-last memory, SGD with Nesterov momentum
-    and weight decay, batch 128, no augmentation."""
+    and weight decay, batch 128, no augmentation; on the GPU where there is
+    one, as Keras's backends are; with `autocast`, under torch.autocast in
+    bfloat16 (the like-for-like peer of our mixed precision)."""
+    import contextlib
     import torch
     from torch import nn
 
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count())
+    device = "cuda" if torch.cuda.is_available() else "cpu"
 
     class Block(nn.Module):
         def __init__(self, cin, cout, stride):
@@ -236,20 +240,27 @@ def pytorch_runner():
             layers.append(Block(cin, cout, 2 if stage > 0 and block == 0 else 1))
             cin = cout
     layers += [nn.AvgPool2d(8), nn.Flatten(), nn.Linear(64, 10)]
-    model = nn.Sequential(*layers).to(memory_format=torch.channels_last).train()
+    model = nn.Sequential(*layers).to(device, memory_format=torch.channels_last).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
     loss_fn = nn.CrossEntropyLoss()
     x, y = images(BATCH * 8, (32, 32, 3))
-    x = torch.from_numpy(x).permute(0, 3, 1, 2).float().div(255).contiguous(memory_format=torch.channels_last)
-    y = torch.from_numpy(y.ravel()).long()
+    x = torch.from_numpy(x).permute(0, 3, 1, 2).float().div(255).to(device).contiguous(
+        memory_format=torch.channels_last)
+    y = torch.from_numpy(y.ravel()).long().to(device)
+    precision = (lambda: torch.autocast(device, dtype=torch.bfloat16)) if autocast else contextlib.nullcontext
 
     def run(batches):
         for i in range(batches):
             j = (i % 8) * BATCH
             optimizer.zero_grad(set_to_none=True)
-            loss_fn(model(x[j:j + BATCH]), y[j:j + BATCH]).backward()
+            with precision():
+                loss = loss_fn(model(x[j:j + BATCH]), y[j:j + BATCH])
+            loss.backward()
             optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()  # a window ends when the GPU has done its work, not when it was queued
         return BATCH * batches
+    run.model = model  # for the tests
     return run
 
 
@@ -261,7 +272,7 @@ def runner(task):
         return generator_runner(task["knobs"])
     if kind == "train":
         return training_runner(task["model"], task["variant"])
-    return pytorch_runner()
+    return pytorch_runner(task.get("autocast", False))
 
 
 # --------------------------------------------------------------------------
@@ -319,19 +330,21 @@ class Worker:
 # The run
 # --------------------------------------------------------------------------
 
-def plan(backends, models, variants):
+def plan(backends, models, variants, augmentation=True):
     """(section, label, backend, our task, the peer's task or None), in the order measured."""
     entries = []
-    for knobs in KNOBS:
+    for knobs in KNOBS if augmentation else ():
         for backend in backends:
             entries.append(("augmentation", knobs, backend, {"kind": "augment", "knobs": knobs},
                             {"kind": "generator", "knobs": knobs}))
     for variant in variants:
+        # bfloat16 settings race PyTorch under autocast bfloat16; float32 ones, PyTorch in float32
+        peer = {"kind": "pytorch", "autocast": VARIANTS[variant].get("policy") == "mixed_bfloat16"}
         for backend in backends:
             if backend not in VARIANTS[variant].get("backends", BACKENDS):
                 continue
             entries.append(("resnet20", variant, backend,
-                            {"kind": "train", "model": "ResNet-20 v1", "variant": variant}, {"kind": "pytorch"}))
+                            {"kind": "train", "model": "ResNet-20 v1", "variant": variant}, peer))
     for model in models:
         for backend in backends:
             entries.append(("models", model, backend,
@@ -420,7 +433,8 @@ def markdown(report):
                            "| knobs | backend | ours | ImageDataGenerator | speed-up |", "|---|---|---:|---:|---:|"],
           lambda r: f"| {r['label']} | {r['backend']} | {fmt(r['ours'])} | {fmt(r['peer'])} | {ratio(r['ratio'])} |")
     table("resnet20", ["**ResNet-20 v1 training** (model.fit; the peer: the same network in plain PyTorch, "
-                       f"channels-last, batch {BATCH}, no augmentation)", "",
+                       f"channels-last, batch {BATCH}, no augmentation, on the same device; for bfloat16 "
+                       "settings, under torch.autocast in bfloat16)", "",
                        "| setting | backend | ours | plain PyTorch | ours / PyTorch |", "|---|---|---:|---:|---:|"],
           lambda r: f"| {r['label']} | {r['backend']} | {fmt(r['ours'])} | {fmt(r['peer'])} | {ratio(r['ratio'])} |")
     table("models", ["**Other models' training** (augmentation on, batch 128)", "",
@@ -479,6 +493,8 @@ def main(argv=None):
                         metavar="SETTING", help="ResNet-20 settings to measure: " + "; ".join(VARIANTS))
     parser.add_argument("--models", nargs="*", choices=list(MODELS)[1:], default=[], metavar="MODEL",
                         help="other models to time too: " + ", ".join(list(MODELS)[1:]))
+    parser.add_argument("--augmentation", action=argparse.BooleanOptionalAction, default=True,
+                        help="time augmentation against ImageDataGenerator too")
     parser.add_argument("--windows", type=int, default=5, help="timed windows per figure")
     parser.add_argument("--seconds", type=float, default=4.0, help="about how long each window runs")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"),
@@ -497,7 +513,7 @@ def main(argv=None):
               "generator": "tf_keras.preprocessing.image.ImageDataGenerator" if importlib.util.find_spec(
                   "tf_keras") else "keras.src.legacy.preprocessing.image.ImageDataGenerator"}
     print(f"Throughput on {report['machine']}: {windows_text(args.windows)} of about {args.seconds:g} s per figure")
-    report["results"] = measure(plan(args.backends, args.models, args.variants), args.windows, args.seconds)
+    report["results"] = measure(plan(args.backends, args.models, args.variants, args.augmentation), args.windows, args.seconds)
     table = save_report(report, markdown(report), args.out, "throughput")
     if args.docs:
         sys.path.insert(0, ROOT)

@@ -124,3 +124,28 @@ def test_profile_sums_each_operator_into_its_kind():
     assert ms["element-wise arithmetic and reductions"] == pytest.approx(1.0)
     assert ms[profile_torch.OTHER] == pytest.approx(0.5)
     assert ms["total"] == pytest.approx(sum(ops.values()) / 1000 / 2)
+
+
+def test_bfloat16_settings_race_pytorch_under_autocast_and_augmentation_can_be_left_out():
+    """Like for like: a mixed-bfloat16 setting's peer is PyTorch under
+    autocast bfloat16, a float32 setting's is PyTorch in float32 (the bug:
+    bfloat16 rows divided by PyTorch's float32 speed); --no-augmentation
+    leaves the augmentation section out (for a GPU session's short lease)."""
+    entries = throughput.plan(["jax"], [], ["default (float32, augmentation on)", "mixed precision (bfloat16)"],
+                              augmentation=False)
+    assert [(e[0], e[1], e[4]) for e in entries] == [
+        ("resnet20", "default (float32, augmentation on)", {"kind": "pytorch", "autocast": False}),
+        ("resnet20", "mixed precision (bfloat16)", {"kind": "pytorch", "autocast": True})]
+    assert {e[0] for e in throughput.plan(["jax"], [], [])} == {"augmentation"}
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_the_pytorch_peer_trains_in_either_precision(autocast):
+    """The peer's step runs in both precisions and updates the weights (a
+    peer whose step computed nothing would look fast)."""
+    pytest.importorskip("torch")
+    run = throughput.pytorch_runner(autocast)
+    before = [p.detach().clone() for p in run.model.parameters()]
+    assert run(2) == 2 * throughput.BATCH
+    changed = [not bool((p.detach() == b).all()) for p, b in zip(run.model.parameters(), before)]
+    assert all(changed)
