@@ -5,7 +5,7 @@
 # (../shared/tools/split-for-device writes them into .gpu-data/ and the Keras
 # wheels into .whl/), one call each, back to back, while the machine stays warm:
 #
-#   benchmarks/gpu_lease.sh fmnist   # carry .whl .git .gpu-data/fashion-mnist .gpu-data/SHA256SUMS
+#   benchmarks/gpu_lease.sh fmnist   # carry .whl .gitcopy .gpu-data/fashion-mnist .gpu-data/SHA256SUMS
 #   benchmarks/gpu_lease.sh bench    # carry .gpu-data/cifar-part-00
 #   benchmarks/gpu_lease.sh park     # carry .gpu-data/cifar-part-01
 #   benchmarks/gpu_lease.sh cifar E  # carry .gpu-data/cifar-part-02; ResNet-20 fast, E epochs, seeds 1 and 2
@@ -14,7 +14,9 @@
 # warm); `fmnist` and `cifar` train under KERAS_BACKEND=jax, several runs side
 # by side on the one GPU, and copy each run's summary, history and curve (never
 # checkpoints) back as $OUT/runs-<step>.tgz; `bench` writes the throughput
-# table into $OUT. .git travels so that each summary names its commit.
+# table into $OUT. A copy of .git travels (`rm -rf .gitcopy && cp -r .git .gitcopy`
+# after the last commit; a call cannot carry .git itself) so that each summary
+# names its commit.
 set -uo pipefail
 step=${1:?"usage: gpu_lease.sh fmnist|bench|park|cifar EPOCHS"}
 mkdir -p /tmp/parts /tmp/data/fashion-mnist /tmp/runs
@@ -23,6 +25,7 @@ if [ -d .whl ] && [ ! -d /tmp/site/keras ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 fi
 export PYTHONPATH=/tmp/site CIFAR_DATA_DIR=/tmp/data KERAS_BACKEND=jax PYTHONUNBUFFERED=1
+git rev-parse HEAD > /dev/null 2>&1 || { [ -d .gitcopy ] && rm -rf .git && cp -r .gitcopy .git; }
 git config --global --add safe.directory "$PWD"  # the copied tree may belong to another user
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # runs side by side: each takes the GPU memory it needs, not 75%
 OUT=${OUT:-/tmp/out}
