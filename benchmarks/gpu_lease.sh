@@ -25,7 +25,7 @@ if [ -d .whl ] && [ ! -d /tmp/site/keras ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 fi
 export PYTHONPATH=/tmp/site CIFAR_DATA_DIR=/tmp/data KERAS_BACKEND=jax PYTHONUNBUFFERED=1
-git rev-parse HEAD > /dev/null 2>&1 || { [ -d .gitcopy ] && rm -rf .git && cp -r .gitcopy .git; }
+[ -d .gitcopy ] && rm -rf .git && cp -r .gitcopy .git  # the tool's own .git there is the session's first commit
 git config --global --add safe.directory "$PWD"  # the copied tree may belong to another user
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # runs side by side: each takes the GPU memory it needs, not 75%
 OUT=${OUT:-/tmp/out}
