@@ -263,6 +263,26 @@ def test_checkpoints_leave_the_layer_out(tmp_path):
                                atol=1e-6)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch's GPU tensors refuse NumPy")
+def test_no_tensor_passes_through_numpy_under_torch(monkeypatch):
+    """On a GPU a torch tensor cannot become a NumPy array (TypeError: can't
+    convert cuda:0 device type tensor to numpy), so RandomAffine must keep to
+    backend tensors; here the CPU's tensors are made to refuse the same way
+    (the bug: the pixel grid was a NumPy array multiplied by the transforms,
+    and every torch run on a GPU failed in its first step)."""
+    import torch
+
+    def refuse(*args, **kwargs):
+        raise TypeError("can't convert cuda:0 device type tensor to numpy")
+    monkeypatch.setattr(torch.Tensor, "__array__", refuse)
+    monkeypatch.setattr(torch.Tensor, "numpy", refuse)
+    x = keras.ops.convert_to_tensor(np.random.default_rng(0).random((4, 8, 8, 3), dtype="float32"))
+    for fill_mode in ("constant", "nearest", "reflect", "wrap"):
+        layer = augment.RandomAffine(rotation_range=10, width_shift_range=2, height_shift_range=2, zoom_range=0.1,
+                                     horizontal_flip=True, fill_mode=fill_mode, seed=0)
+        assert tuple(layer(x, training=True).shape) == (4, 8, 8, 3)
+
+
 OTHERS = [b for b in ("tensorflow", "torch", "jax") if b != keras.backend.backend()
           and importlib.util.find_spec(b)]
 
