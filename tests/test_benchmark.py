@@ -66,6 +66,9 @@ def test_docs_speed_table_is_the_committed_run():
         page = f.read()
     assert f"{throughput.BEGIN}\n{table}\n{throughput.END}" in page, \
         "run python3 benchmarks/throughput.py --docs (or copy benchmarks/results/throughput.md)"
+    with open(os.path.join(ROOT, "benchmarks", "results", "h200", "throughput.md")) as f:
+        gpu_table = f.read().rstrip("\n")
+    assert gpu_table in page, "docs/speed.md's GPU table is not benchmarks/results/h200/throughput.md"
 
 
 def test_a_setting_with_its_own_environment_gets_its_own_worker(monkeypatch):
