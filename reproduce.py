@@ -51,7 +51,9 @@ def collect(run_dir, name, results=results_table.RESULTS, allow_dirty=False):
     a run from a tree with uncommitted changes only with `allow_dirty`."""
     for path in glob.glob(os.path.join(run_dir, "*_summary.json")):
         with open(path) as f:
-            code = json.load(f).get("code")
+            summary = json.load(f)
+        codes = [s["code"] for s in summary.get("code_sessions", [])] or [summary.get("code")]
+        code = next((c for c in codes if not c or c.get("dirty")), codes[-1])  # any session's unknown or dirty
         if not allow_dirty and (not code or code.get("dirty")):
             said = "from a tree with uncommitted changes" if code else "without its git commit"
             raise SystemExit(f"error: {path} was trained {said}; results/ holds runs of committed code. "

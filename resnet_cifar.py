@@ -17,7 +17,7 @@ fast, `--warmup-epochs` with seed) is refused; the old `--fast-epochs`,
         200 epochs
   fast  ours: SGD + Nesterov, batch 128, linear warm-up then cosine decay,
         label smoothing, whole-pixel shifts of up to 4 (zero fill: the paper's pad and crop) + flips,
-        weight decay 5e-4, batch-norm momentum 0.9, 60 epochs (40 ended half a point short)
+        weight decay 5e-4, batch-norm momentum 0.9, 60 epochs (40 ended 0.5-0.7 short)
 
     python resnet_cifar.py                        # ResNet-20 v1, the seed recipe
     python resnet_cifar.py --recipe fast          # ResNet-20 v1 in 60 epochs

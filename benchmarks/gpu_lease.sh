@@ -15,8 +15,8 @@
 # by side on the one GPU, and copy each run's summary, history and curve (never
 # checkpoints) back as $OUT/runs-<step>.tgz; `bench` writes the throughput
 # table into $OUT. A copy of .git travels (`rm -rf .gitcopy && cp -r .git .gitcopy`
-# after the last commit; a call cannot carry .git itself) so that each summary
-# names its commit.
+# after the last commit; a call cannot carry .git itself) and is used through
+# GIT_DIR, so that each summary names the commit it ran from.
 set -uo pipefail
 step=${1:?"usage: gpu_lease.sh fmnist|bench|park|cifar EPOCHS"}
 mkdir -p /tmp/parts /tmp/data/fashion-mnist /tmp/runs
@@ -25,8 +25,10 @@ if [ -d .whl ] && [ ! -d /tmp/site/keras ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 fi
 export PYTHONPATH=/tmp/site CIFAR_DATA_DIR=/tmp/data KERAS_BACKEND=jax PYTHONUNBUFFERED=1
-[ -d .gitcopy ] && rm -rf .git && cp -r .gitcopy .git  # the tool's own .git there is the session's first commit
-git config --global --add safe.directory "$PWD"  # the copied tree may belong to another user
+# The lease's own .git there is the session's first commit: summaries read ours (a copy) instead.
+[ -d .gitcopy ] && export GIT_DIR="$PWD/.gitcopy" GIT_WORK_TREE="$PWD"
+# The copied tree may belong to another user; this call's git accepts it (no global setting changed).
+export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*'
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # runs side by side: each takes the GPU memory it needs, not 75%
 OUT=${OUT:-/tmp/out}
 
@@ -49,7 +51,8 @@ case $step in
   fmnist)
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
     git --version && git status --short | head -5
-    cp /tmp/parts/fashion-mnist/* /tmp/data/fashion-mnist/ && check fashion-mnist/
+    cp /tmp/parts/fashion-mnist/* /tmp/data/fashion-mnist/ || exit 1
+    check fashion-mnist/
     for seed in 0 1 2; do train "fmnist_seed$seed" 240 resnet18_fashion_mnist.py --seed "$seed"; done
     bring_back ;;
   bench)
@@ -58,8 +61,9 @@ case $step in
   park)
     ls -l /tmp/parts ;;
   cifar)
-    cat /tmp/parts/cifar-part-0[012] > /tmp/data/cifar-10-python.tar.gz && check cifar-10-python.tar.gz
-    python3 -c "from cifarkit import archives; archives.find_cifar10('/tmp/data')"  # extracted once, not by each run
+    cat /tmp/parts/cifar-part-0[012] > /tmp/data/cifar-10-python.tar.gz || exit 1
+    check cifar-10-python.tar.gz
+    python3 -c "from cifarkit import archives; archives.find_cifar10('/tmp/data')" || exit 1  # once, not per run
     for seed in 1 2; do
       train "resnet20_fast_${2}_seed$seed" 420 resnet_cifar.py --recipe fast --epochs "$2" --seed "$seed"
     done

@@ -292,10 +292,7 @@ def serve():
             if key not in prepared:
                 run = runner(request["task"])
                 run(2)  # compile and warm up
-                start = time.perf_counter()
-                run(2)
-                per_batch = (time.perf_counter() - start) / 2
-                prepared[key] = run, max(2, math.ceil(request["seconds"] / per_batch))
+                prepared[key] = run, calibrate(run, request["seconds"])
             run, batches = prepared[key]
             start = time.perf_counter()
             n = run(batches)
@@ -305,6 +302,25 @@ def serve():
             answer = {"error": f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"}
         channel.write(json.dumps(answer) + "\n")
         channel.flush()
+
+
+def calibrate(run, seconds, clock=time.perf_counter):
+    """How many batches make a window of about `seconds`: timed on a run of
+    about that length (a call's fixed cost, fit's set-up, dominates 2 batches
+    on a GPU, and counted as per-batch time it made windows too short), then
+    one untimed run at the window's length (its data made, its caches warm),
+    so that no timed window pays for either."""
+    n = 2
+    while True:
+        start = clock()
+        run(n)
+        spent = clock() - start
+        if spent >= seconds or n >= 4096:
+            break
+        n *= 4
+    batches = max(2, math.ceil(seconds * n / max(spent, 1e-9)))
+    run(batches)
+    return batches
 
 
 class Worker:

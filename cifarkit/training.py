@@ -105,6 +105,7 @@ PLUMBING = {"resume", "fresh", "verbose", "output_dir", "data_dir", "multi_worke
 
 # What --resume may change: more epochs continue a run (the schedule is then defined over the new length).
 EXTENDABLE = {"epochs"}
+SESSIONS = "sessions.json"  # in the backup: the code of each session of the run
 
 
 def _differences(before, now):
@@ -136,12 +137,37 @@ def _today_names(record):
     return dict(record, **{k[len("fast_"):]: v for k, v in record.items() if k.startswith("fast_")})
 
 
-def _start_or_resume(args, paths, name, epochs, hyperparameters):
+def _record_session(folder, code, done):
+    """Add this session (the code it runs, the epoch it starts after) to the
+    backup's list, so that a run resumed on other code names every commit
+    it trained with. A backup from before the list was kept starts it with
+    its first epochs' code unknown (None)."""
+    path = os.path.join(folder, SESSIONS)
+    sessions = []
+    if os.path.isfile(path):
+        with open(path) as f:
+            sessions = json.load(f)
+    elif done:
+        sessions = [{"code": None, "after_epoch": 0}]
+    sessions = [s for s in sessions if s["after_epoch"] < done] + [{"code": code, "after_epoch": done}]
+    backup.write_json(path, sessions, indent=1)
+
+
+def read_sessions(folder):
+    """The sessions `_record_session` listed ([] where none were)."""
+    try:
+        with open(os.path.join(folder, SESSIONS)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return []
+
+
+def _start_or_resume(args, paths, name, epochs, hyperparameters, code=None):
     """Refuse to lose a run: a fresh start into a folder holding this run's
     backup or history needs --fresh; --resume needs the same settings as the
     backup was made with (more epochs continue a run, even a finished one),
-    and says so when the run has finished. Records the settings in the
-    backup. Returns the best val_accuracy so far."""
+    and says so when the run has finished. Records the settings, and the
+    session's code, in the backup. Returns the best val_accuracy so far."""
     out, folder = os.path.dirname(paths["history"]) or ".", paths["backup"]
     record = os.path.join(folder, "run.json")
     for partial in glob.glob(os.path.join(out, ".partial-*")) + glob.glob(os.path.join(folder, ".partial-*")):
@@ -180,6 +206,7 @@ def _start_or_resume(args, paths, name, epochs, hyperparameters):
         else:
             print(f"Resuming {name} after epoch {done} of {epochs} from {folder}")
         backup.write_json(record, now, indent=1)  # a continued run records its new length
+        _record_session(folder, code, done)
         return best_so_far
     if args.resume and os.path.isfile(paths["summary"]):
         raise UsageError(f"--resume: {name} in {out} has finished (summary {paths['summary']}) and keeps no "
@@ -197,6 +224,7 @@ def _start_or_resume(args, paths, name, epochs, hyperparameters):
             os.remove(stale)
     os.makedirs(folder, exist_ok=True)
     backup.write_json(record, now, indent=1)
+    _record_session(folder, code, 0)
     return -np.inf
 
 
@@ -269,7 +297,8 @@ class Run:
                                                           if k != "multi_worker" and not k.startswith("_")}}
         if data.source:  # so inspect_checkpoint.py and predict.py find the same test split again
             self.record["data"] = data.source
-        best_so_far = _start_or_resume(args, self.files, name, args.epochs, self.record["hyperparameters"])
+        best_so_far = _start_or_resume(args, self.files, name, args.epochs, self.record["hyperparameters"],
+                                       self.code)
         self.throughput = history.Throughput(len(data.train[0]))
         self.best = checkpoints.BestCheckpoint(self.files["best"], data.class_names, best=best_so_far,
                                                run=self.record)
@@ -377,6 +406,9 @@ class Run:
             "files": {k: v for k, v in self.files.items() if k != "backup"},
             "best_checkpoints": self.best.saved,
         }
+        sessions = read_sessions(self.files["backup"])
+        if len({json.dumps(session["code"], sort_keys=True) for session in sessions}) > 1:
+            summary["code_sessions"] = sessions  # resumed on other code: every commit it trained with
         backup.write_json(self.files["summary"], summary, indent=2)
         if self.out != args.output_dir:  # a multi-worker run's scratch folder
             shutil.rmtree(self.out, ignore_errors=True)

@@ -152,3 +152,22 @@ def test_the_pytorch_peer_trains_in_either_precision(autocast):
     assert run(2) == 2 * throughput.BATCH
     changed = [not bool((p.detach() == b).all()) for p, b in zip(run.model.parameters(), before)]
     assert all(changed)
+
+
+def test_a_window_is_calibrated_past_a_fits_fixed_cost_and_its_first_run_is_untimed():
+    """A run costing 1 s of set-up plus 0.01 s a batch (fit on a GPU): timing 2
+    batches would read 0.5 s a batch and give 2-second windows of 4 batches,
+    really 1.04 s long (the H200 run's 0.7-1.3 s windows); calibrated on a run
+    of about a window's length it holds about 100 batches. The window-length
+    run happens once before any timed window (it makes the data a first
+    window paid for)."""
+    now, calls = [0.0], []
+
+    def run(batches):
+        calls.append(batches)
+        now[0] += 1.0 + 0.01 * batches
+        return batches
+
+    batches = throughput.calibrate(run, 2.0, clock=lambda: now[0])
+    assert 80 <= batches <= 130, batches
+    assert calls[-1] == batches and calls[0] == 2

@@ -144,6 +144,25 @@ def test_a_finished_run_continues_for_more_epochs(tmp_path, monkeypatch, capsys)
         simple_cnn.main(ARGS + ["--output-dir", str(out), "--resume"])
 
 
+def test_a_run_resumed_on_other_code_names_every_commit_it_trained_with(tmp_path, monkeypatch):
+    """The summary's `code` is the last session's; a run resumed after a
+    commit also lists each session's (the bug: a run started on one commit
+    and finished on another named only the second). One commit throughout
+    adds no list."""
+    from cifarkit import hardware
+    use_synthetic(monkeypatch, N_TRAIN, N_TEST)
+    out = tmp_path / "out"
+    first, second = {"commit": "a" * 40, "dirty": False}, {"commit": "b" * 40, "dirty": True}
+    monkeypatch.setattr(hardware, "code_version", lambda folder=None: first)
+    simple_cnn.main(ARGS + ["--output-dir", str(out)])
+    assert "code_sessions" not in json.loads((out / "cifar10_simple_summary.json").read_text())
+    monkeypatch.setattr(hardware, "code_version", lambda folder=None: second)
+    simple_cnn.main(ARGS[:2] + ["--epochs", "3"] + ARGS[4:] + ["--output-dir", str(out), "--resume"])
+    summary = json.loads((out / "cifar10_simple_summary.json").read_text())
+    assert summary["code"] == second
+    assert summary["code_sessions"] == [{"code": first, "after_epoch": 0}, {"code": second, "after_epoch": 2}]
+
+
 def test_a_streamed_folder_resumes_its_shuffling_order():
     from cifarkit import streaming
 

@@ -34,7 +34,8 @@ def test_readme_table_is_the_one_generated_from_results():
 def test_a_row_gives_the_final_model_and_the_gap_to_the_published_figure():
     row = results_table.row(SUMMARY)
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[0] == "`python3 resnet_cifar.py --recipe fast`"  # where files go is left out
+    # where files go is left out; the default length is spelt out (defaults change: 40 epochs until 2026-11-30)
+    assert cells[0] == "`python3 resnet_cifar.py --recipe fast --epochs 60`"
     assert cells[1] == "60"
     assert cells[2] == "**90.16%**"  # the final model, not the best epoch
     assert cells[3] == "90.23% (chosen on the test set)"
@@ -108,6 +109,20 @@ def test_collect_refuses_a_run_from_uncommitted_code_unless_allowed(tmp_path):
     reproduce.collect(str(run_dir), "tiny", str(results), allow_dirty=True)
     path.write_text(json.dumps(dict(SUMMARY, code={"commit": "b" * 40, "dirty": False})))
     assert reproduce.collect(str(run_dir), "clean", str(results))
+    # a run whose earlier session trained on uncommitted (or unrecorded) code is refused as well
+    for earlier in (None, {"commit": "c" * 40, "dirty": True}):
+        sessions = [{"code": earlier, "after_epoch": 0}, {"code": {"commit": "b" * 40, "dirty": False},
+                                                          "after_epoch": 14}]
+        path.write_text(json.dumps(dict(SUMMARY, code=sessions[-1]["code"], code_sessions=sessions)))
+        with pytest.raises(SystemExit):
+            reproduce.collect(str(run_dir), "resumed", str(results))
+
+
+def test_a_run_resumed_on_other_code_shows_each_sessions_commit():
+    sessions = [{"code": {"commit": "c" * 40, "dirty": False}, "after_epoch": 0},
+                {"code": {"commit": "d" * 40, "dirty": False}, "after_epoch": 14}]
+    row = results_table.row(dict(SUMMARY, code=sessions[-1]["code"], code_sessions=sessions))
+    assert row.rstrip().endswith("| `ccccccc` (epochs 1-), then `ddddddd` (epochs 15-) |")
 
 
 def test_rows_name_their_commit_and_repeated_runs_get_their_mean():
@@ -118,6 +133,21 @@ def test_rows_name_their_commit_and_repeated_runs_get_their_mean():
     assert "| not recorded |" in results_table.row(SUMMARY)
     assert lines[2].startswith("| mean of the 2 runs above |")
     assert "**91.30%** (91.00, 91.60)" in lines[2] and "met" in lines[2]
+
+
+def test_a_default_length_run_and_one_that_names_its_epochs_are_repeats_of_one_recipe():
+    """`--recipe fast` at its default 60 epochs and `--recipe fast --epochs 60
+    --seed 1` train the same recipe: one mean (the bug: the explicit flag made
+    them two recipes, each "one run"); 40 epochs of it is another."""
+    values = {"recipe": "fast", "epochs": 60}
+    plain = dict(SUMMARY, hyperparameters=values, test_accuracy=0.9100)
+    named = dict(SUMMARY, hyperparameters=dict(values, seed=1), test_accuracy=0.9160,
+                 command="python3 resnet_cifar.py --recipe fast --epochs 60 --seed 1 --output-dir r")
+    short = dict(SUMMARY, hyperparameters=dict(values, epochs=40), epochs_run=40, test_accuracy=0.9050)
+    lines = results_table.table([plain, named, short]).splitlines()[2:]
+    assert len(lines) == 4 and lines[2].startswith("| mean of the 2 runs above |")
+    assert lines[3].startswith("| `python3 resnet_cifar.py --recipe fast --epochs 40` | 40 |")
+    assert "missed by 0.75 points" in lines[3]  # held to the paper's figure from 40 epochs
 
 
 def test_reproduce_refuses_an_unknown_run(capsys):
