@@ -14,7 +14,10 @@ What it measures, images/s:
 2. ResNet-20 v1 training with model.fit (SGD with Nesterov momentum, batch
    128, the recipe's augmentation) in each setting of VARIANTS, against the
    same network in plain PyTorch (channels-last, batch 128, no augmentation);
-3. optionally (--models) the other models' training, without a peer.
+3. ResNet-20 at its defaults against the same network written in plain
+   Keras (keras.layers alone, no augmentation) under the same backend, so
+   that our own cost shows as a ratio of its own (--no-plain-keras: not);
+4. optionally (--models) the other models' training, without a peer.
 
 How: every measurement runs in a long-lived worker process (one per Keras
 backend, one for ImageDataGenerator, one for plain PyTorch), set up and
@@ -197,6 +200,12 @@ def training_runner(model_name, variant):
         keras.mixed_precision.set_global_policy("float32")
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), "categorical_crossentropy",
                   jit_compile=v.get("jit_compile", "auto"), steps_per_execution=v.get("steps_per_execution", 1))
+    return fit_runner(model, batch, shape)
+
+
+def fit_runner(model, batch, shape):
+    """run(batches): one model.fit epoch over that many batches of random uint8 images."""
+    import keras
     data = {}
 
     def run(batches):
@@ -206,7 +215,42 @@ def training_runner(model_name, variant):
         x, y = data[batches]
         model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0)
         return len(x)
+    run.model = model  # for the tests
     return run
+
+
+def plain_keras_runner():
+    """The plain-Keras peer: ResNet-20 v1 written with keras.layers alone (no
+    code of ours), the layers, initialisation, L2 1e-4 and batch-norm momentum
+    of build_model's, pixels scaled by a Rescaling layer, no augmentation; SGD
+    with Nesterov momentum and model.fit as `training_runner` trains ours. Our
+    own cost (the augmentation, preprocessing) is the ratio against it."""
+    import keras
+    from keras import layers
+    keras.utils.set_random_seed(0)
+
+    def conv(x, filters, size=3, strides=1):
+        return layers.Conv2D(filters, size, strides=strides, padding="same", kernel_initializer="he_normal",
+                             kernel_regularizer=keras.regularizers.l2(1e-4))(x)
+
+    def conv_bn(x, filters, strides=1, relu=True):
+        x = layers.BatchNormalization()(conv(x, filters, strides=strides))
+        return layers.Activation("relu")(x) if relu else x
+
+    inputs = keras.Input((32, 32, 3))
+    x = conv_bn(layers.Rescaling(1 / 255)(inputs), 16)
+    for stage, filters in enumerate((16, 32, 64)):
+        for block in range(3):
+            strides = 2 if stage > 0 and block == 0 else 1
+            y = conv_bn(conv_bn(x, filters, strides), filters, relu=False)
+            if strides == 2:
+                x = conv(x, filters, size=1, strides=2)
+            x = layers.Activation("relu")(layers.add([x, y]))
+    outputs = layers.Dense(10, activation="softmax", kernel_initializer="he_normal")(
+        layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), "categorical_crossentropy")
+    return fit_runner(model, BATCH, (32, 32, 3))
 
 
 def pytorch_runner(autocast=False):
@@ -272,6 +316,8 @@ def runner(task):
         return generator_runner(task["knobs"])
     if kind == "train":
         return training_runner(task["model"], task["variant"])
+    if kind == "keras":
+        return plain_keras_runner()
     return pytorch_runner(task.get("autocast", False))
 
 
@@ -346,7 +392,10 @@ class Worker:
 # The run
 # --------------------------------------------------------------------------
 
-def plan(backends, models, variants, augmentation=True):
+KERAS_KINDS = ("augment", "train", "keras")  # tasks run under a Keras backend (the others: their own worker)
+
+
+def plan(backends, models, variants, augmentation=True, plain_keras=True):
     """(section, label, backend, our task, the peer's task or None), in the order measured."""
     entries = []
     for knobs in KNOBS if augmentation else ():
@@ -361,6 +410,10 @@ def plan(backends, models, variants, augmentation=True):
                 continue
             entries.append(("resnet20", variant, backend,
                             {"kind": "train", "model": "ResNet-20 v1", "variant": variant}, peer))
+    for backend in backends if plain_keras else ():
+        entries.append(("plain", "default (float32, augmentation on)", backend,
+                        {"kind": "train", "model": "ResNet-20 v1", "variant": "default (float32, augmentation on)"},
+                        {"kind": "keras"}))
     for model in models:
         for backend in backends:
             entries.append(("models", model, backend,
@@ -378,9 +431,10 @@ def measure(entries, windows, seconds, log=print):
 
     def worker_for(task, backend):
         env = VARIANTS.get(task.get("variant"), {}).get("env", {})
-        key = (backend, json.dumps(env, sort_keys=True)) if task["kind"] in ("augment", "train") else task["kind"]
+        keras_side = task["kind"] in KERAS_KINDS  # runs under the row's Keras backend
+        key = (backend, json.dumps(env, sort_keys=True)) if keras_side else task["kind"]
         if key not in workers:
-            workers[key] = Worker(backend if task["kind"] in ("augment", "train") else None, env)
+            workers[key] = Worker(backend if keras_side else None, env)
         return workers[key]
 
     raw = [{"ours": [], "peer": [], "errors": []} for _ in entries]
@@ -389,7 +443,7 @@ def measure(entries, windows, seconds, log=print):
             for (section, label, backend, ours, peer), r in zip(entries, raw):
                 if r["errors"]:
                     continue
-                sides = [("ours", ours, backend)] + ([("peer", peer, None)] if peer else [])
+                sides = [("ours", ours, backend)] + ([("peer", peer, backend)] if peer else [])
                 for side, task, b in (sides if w % 2 == 0 else sides[::-1]):
                     answer = worker_for(task, b).window(task, seconds)
                     if "error" in answer:
@@ -453,6 +507,10 @@ def markdown(report):
                        "settings, under torch.autocast in bfloat16)", "",
                        "| setting | backend | ours | plain PyTorch | ours / PyTorch |", "|---|---|---:|---:|---:|"],
           lambda r: f"| {r['label']} | {r['backend']} | {fmt(r['ours'])} | {fmt(r['peer'])} | {ratio(r['ratio'])} |")
+    table("plain", ["**ResNet-20 v1 training against plain Keras** (the same network written with keras.layers "
+                    "alone, no augmentation, same backend: what our augmentation and preprocessing cost)", "",
+                    "| setting | backend | ours | plain Keras | ours / plain Keras |", "|---|---|---:|---:|---:|"],
+          lambda r: f"| {r['label']} | {r['backend']} | {fmt(r['ours'])} | {fmt(r['peer'])} | {ratio(r['ratio'])} |")
     table("models", ["**Other models' training** (augmentation on, batch 128)", "",
                      "| model | backend | ours |", "|---|---|---:|"],
           lambda r: f"| {r['label']} | {r['backend']} | {fmt(r['ours'])} |")
@@ -511,6 +569,8 @@ def main(argv=None):
                         help="other models to time too: " + ", ".join(list(MODELS)[1:]))
     parser.add_argument("--augmentation", action=argparse.BooleanOptionalAction, default=True,
                         help="time augmentation against ImageDataGenerator too")
+    parser.add_argument("--plain-keras", action=argparse.BooleanOptionalAction, default=True,
+                        help="time ResNet-20 against the same network in plain Keras too")
     parser.add_argument("--windows", type=int, default=5, help="timed windows per figure")
     parser.add_argument("--seconds", type=float, default=4.0, help="about how long each window runs")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"),
@@ -529,7 +589,7 @@ def main(argv=None):
               "generator": "tf_keras.preprocessing.image.ImageDataGenerator" if importlib.util.find_spec(
                   "tf_keras") else "keras.src.legacy.preprocessing.image.ImageDataGenerator"}
     print(f"Throughput on {report['machine']}: {windows_text(args.windows)} of about {args.seconds:g} s per figure")
-    report["results"] = measure(plan(args.backends, args.models, args.variants, args.augmentation), args.windows, args.seconds)
+    report["results"] = measure(plan(args.backends, args.models, args.variants, args.augmentation, args.plain_keras), args.windows, args.seconds)
     table = save_report(report, markdown(report), args.out, "throughput")
     if args.docs:
         sys.path.insert(0, ROOT)

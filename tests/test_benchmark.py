@@ -135,11 +135,34 @@ def test_bfloat16_settings_race_pytorch_under_autocast_and_augmentation_can_be_l
     bfloat16 rows divided by PyTorch's float32 speed); --no-augmentation
     leaves the augmentation section out (for a GPU session's short lease)."""
     entries = throughput.plan(["jax"], [], ["default (float32, augmentation on)", "mixed precision (bfloat16)"],
-                              augmentation=False)
+                              augmentation=False, plain_keras=False)
     assert [(e[0], e[1], e[4]) for e in entries] == [
         ("resnet20", "default (float32, augmentation on)", {"kind": "pytorch", "autocast": False}),
         ("resnet20", "mixed precision (bfloat16)", {"kind": "pytorch", "autocast": True})]
-    assert {e[0] for e in throughput.plan(["jax"], [], [])} == {"augmentation"}
+    assert {e[0] for e in throughput.plan(["jax"], [], [], plain_keras=False)} == {"augmentation"}
+
+
+def test_the_plain_keras_peer_is_our_network_and_runs_under_the_rows_backend(monkeypatch):
+    """The plain-Keras row races the same ResNet-20 (same parameter count as
+    build_model's without augmentation) written with keras.layers alone, in a
+    worker of the row's own backend (the bug it would catch: the peer's
+    worker started without a backend, so every row raced TensorFlow)."""
+    import resnet_cifar
+    run = throughput.plain_keras_runner()
+    assert run.model.count_params() == resnet_cifar.build_model(1, 20, None, None).count_params()
+    before = [w.copy() for w in run.model.get_weights()]
+    assert run(2) == 2 * throughput.BATCH
+    assert any((a != b).any() for a, b in zip(run.model.get_weights(), before))
+    entries = [e for e in throughput.plan(["jax", "torch"], [], [], augmentation=False)]
+    assert [(e[0], e[2], e[4]) for e in entries] == [("plain", "jax", {"kind": "keras"}),
+                                                     ("plain", "torch", {"kind": "keras"})]
+    monkeypatch.setattr(throughput, "Worker", FakeWorker)
+    started = []
+    monkeypatch.setattr(FakeWorker, "__init__", lambda self, backend, env=None: started.append(backend))
+    FakeWorker.rates = {"train": [{"rate": 2.0, "seconds": 1.0}] * 2, "keras": [{"rate": 1.0, "seconds": 1.0}] * 2}
+    rows = throughput.measure(entries, windows=1, seconds=1.0, log=lambda *a: None)
+    assert started == ["jax", "torch"]  # ours and its peer share the backend's worker
+    assert [r["ratio"]["median"] for r in rows] == [2.0, 2.0]
 
 
 @pytest.mark.parametrize("autocast", [False, True])
