@@ -31,8 +31,8 @@ refused with it).
     python predict.py saved_models/fashion_mnist_resnet18_final.h5 shoe.png
 
 Expected result: 93.58% test accuracy with `--seed 0`, 93.39% with `1` and
-93.18% with `2`, after its 5 epochs (JAX on an NVIDIA H200, three runs side by side,
-about 95 s each, commit b9978ec): results/resnet18_fashion_mnist_h200_seed0/
+93.18% with `2`, after its 5 epochs (JAX on an NVIDIA H200, three runs side by
+side, 91-95 s each, commit b9978ec): results/resnet18_fashion_mnist_h200_seed0/
 and _seed1/, _seed2/; 92.80% with `python3 resnet18_fashion_mnist.py` on a
 2-core AMD EPYC (59 min, commit be1b73d, results/resnet18_fashion_mnist/).
 The mean of the four, 93.24%, meets the seed's 93%.

@@ -104,7 +104,7 @@ def hardware(summary):
 
 def code(summary):
     """The commit a run trained from, short; "+ changes" for a dirty tree; a
-    run resumed on other code, each session's ("?" where not recorded)."""
+    run resumed on other code, each session's ("not recorded" where unknown)."""
     def one(version):
         if not version:
             return "not recorded"

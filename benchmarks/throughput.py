@@ -210,6 +210,7 @@ def fit_runner(model, batch, shape):
 
     def run(batches):
         if batches not in data:
+            data.clear()  # calibration's shorter runs are not kept beside the window's
             x, y = images(batch * batches, shape)
             data[batches] = (x, keras.utils.to_categorical(y.ravel(), 10))
         x, y = data[batches]
@@ -363,7 +364,7 @@ def calibrate(run, seconds, clock=time.perf_counter):
         spent = clock() - start
         if spent >= seconds or n >= 4096:
             break
-        n *= 4
+        n = max(2 * n, math.ceil(n * seconds / max(spent, 1e-9)))  # one step where a batch's cost dominates
     batches = max(2, math.ceil(seconds * n / max(spent, 1e-9)))
     run(batches)
     return batches
@@ -589,7 +590,8 @@ def main(argv=None):
               "generator": "tf_keras.preprocessing.image.ImageDataGenerator" if importlib.util.find_spec(
                   "tf_keras") else "keras.src.legacy.preprocessing.image.ImageDataGenerator"}
     print(f"Throughput on {report['machine']}: {windows_text(args.windows)} of about {args.seconds:g} s per figure")
-    report["results"] = measure(plan(args.backends, args.models, args.variants, args.augmentation, args.plain_keras), args.windows, args.seconds)
+    entries = plan(args.backends, args.models, args.variants, args.augmentation, args.plain_keras)
+    report["results"] = measure(entries, args.windows, args.seconds)
     table = save_report(report, markdown(report), args.out, "throughput")
     if args.docs:
         sys.path.insert(0, ROOT)

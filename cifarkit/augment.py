@@ -32,8 +32,6 @@ what `checkpoints.save_h5` writes, so plain `keras.models.load_model` opens it.
 import functools
 import math
 
-import numpy as np
-
 import keras
 from keras import layers, ops
 
@@ -155,8 +153,9 @@ def resample(images, transforms, fill_mode="nearest", cval=0.0):
     legacy 'wrap', which makes the first and last columns one)."""
     height, width, channels = images.shape[1:]
     t = ops.cast(transforms, "float32")
-    # the pixel grid as backend tensors: a NumPy array times a torch tensor on a GPU fails (TypeError)
-    rows, cols = [ops.convert_to_tensor(c.reshape(1, -1)) for c in np.mgrid[0:height, 0:width].astype("float32")]
+    # the pixel grid, made on the device (a NumPy grid times a torch tensor on a GPU fails: TypeError)
+    rows = ops.reshape(ops.repeat(ops.arange(height, dtype="float32"), width), (1, -1))  # 0 0 .. 1 1 ..
+    cols = ops.reshape(ops.tile(ops.arange(width, dtype="float32"), (height,)), (1, -1))  # 0 1 .. 0 1 ..
     x = t[:, 0:1] * cols + t[:, 1:2] * rows + t[:, 2:3]  # (batch, pixels): where each output pixel samples
     y = t[:, 3:4] * cols + t[:, 4:5] * rows + t[:, 5:6]
     x0, y0 = ops.floor(x), ops.floor(y)
