@@ -17,12 +17,17 @@ What it measures, images/s:
 3. ResNet-20 at its defaults against the same network written in plain
    Keras (keras.layers alone, no augmentation) under the same backend, so
    that our own cost shows as a ratio of its own (--no-plain-keras: not);
-4. optionally (--models) the other models' training, without a peer.
+4. a cross-check: for the default and bfloat16 settings, a real
+   `resnet_cifar.py --recipe fast` run of two short epochs per backend, its
+   summary's training images/s beside the benchmark's (--no-real-runs: not);
+5. optionally (--models) the other models' training, without a peer.
 
 How: every measurement runs in a long-lived worker process (one per Keras
 backend, one for ImageDataGenerator, one for plain PyTorch), set up and
 compiled once. A window runs a fixed number of batches chosen to take about
---seconds; --windows windows are taken per figure, each of ours alternating
+--seconds (a model.fit window is timed from the end of its first step to the
+end of its last, as an epoch of a real run is in effect: fit's set-up and
+teardown, paid once per 390 batches there, would be paid per window here); --windows windows are taken per figure, each of ours alternating
 with its peer's (which goes first alternates too), so slow phases of the
 machine hit both. A figure is the median window with the min and max beside
 it; a speed-up is the median of the window-by-window ratios. The output says
@@ -139,10 +144,17 @@ def augmentation_runner(knobs):
             with torch.no_grad():
                 model(batch, training=True)
 
+    return loop_runner(once)
+
+
+def loop_runner(once):
+    """run(batches) -> (images, seconds): `once()` (one batch, finished on
+    return) called `batches` times, timed."""
     def run(batches):
+        start = time.perf_counter()
         for _ in range(batches):
             once()
-        return BATCH * batches
+        return BATCH * batches, time.perf_counter() - start
     return run
 
 
@@ -158,11 +170,7 @@ def generator_runner(knobs):
     flow = ImageDataGenerator(fill_mode="nearest", **KNOBS[knobs]).flow(x.astype("float32") / 255.0, y,
                                                                          batch_size=BATCH, shuffle=False)
 
-    def run(batches):
-        for _ in range(batches):
-            next(flow)
-        return BATCH * batches
-    return run
+    return loop_runner(lambda: next(flow))
 
 
 def built_channels_first(build, augment):
@@ -203,19 +211,45 @@ def training_runner(model_name, variant):
     return fit_runner(model, batch, shape)
 
 
-def fit_runner(model, batch, shape):
-    """run(batches): one model.fit epoch over that many batches of random uint8 images."""
+def fit_runner(model, batch, shape, steps_per_execution=1):
+    """run(batches) -> (images, seconds): one model.fit epoch over about that
+    many batches of random uint8 images (a whole number of executions of
+    the step function). Timed from the end of fit's first execution to the
+    end of its last, each of the two waited for (its loss read, so that
+    JAX's or a GPU's queued work is done): neither fit's set-up nor its
+    teardown is counted. A real run pays those once an epoch of 390
+    batches, a window would pay them once per window; under TensorFlow the
+    teardown alone waits up to 2.5 s (a finished tf.data iterator waits for
+    its autotuning thread's next tick), which made 3-4 s windows read
+    TensorFlow up to 1.5x too slow."""
     import keras
     data = {}
 
+    class Clock(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.executions, self.marks = 0, []
+
+        def on_train_batch_end(self, step, logs=None):
+            self.executions += 1
+            if self.executions in (1, self.expected):
+                if logs and "loss" in logs:
+                    keras.ops.convert_to_numpy(logs["loss"])
+                self.marks.append(time.perf_counter())
+
+    clock = Clock()
+
     def run(batches):
+        clock.expected = max(2, math.ceil(batches / steps_per_execution))
+        batches = clock.expected * steps_per_execution
         if batches not in data:
             data.clear()  # calibration's shorter runs are not kept beside the window's
             x, y = images(batch * batches, shape)
             data[batches] = (x, keras.utils.to_categorical(y.ravel(), 10))
         x, y = data[batches]
-        model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0)
-        return len(x)
+        model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=[clock])
+        if len(clock.marks) != 2:
+            raise RuntimeError(f"fit ran {clock.executions} executions of its step, not {clock.expected}")
+        return batch * steps_per_execution * (clock.expected - 1), clock.marks[1] - clock.marks[0]
     run.model = model  # for the tests
     return run
 
@@ -295,6 +329,7 @@ def pytorch_runner(autocast=False):
     precision = (lambda: torch.autocast(device, dtype=torch.bfloat16)) if autocast else contextlib.nullcontext
 
     def run(batches):
+        start = time.perf_counter()
         for i in range(batches):
             j = (i % 8) * BATCH
             optimizer.zero_grad(set_to_none=True)
@@ -304,7 +339,7 @@ def pytorch_runner(autocast=False):
             optimizer.step()
         if device == "cuda":
             torch.cuda.synchronize()  # a window ends when the GPU has done its work, not when it was queued
-        return BATCH * batches
+        return BATCH * batches, time.perf_counter() - start
     run.model = model  # for the tests
     return run
 
@@ -342,26 +377,24 @@ def serve():
                 prepared[key] = run, calibrate(run, request["seconds"])
             run, batches = prepared[key]
             start = time.perf_counter()
-            n = run(batches)
-            seconds = time.perf_counter() - start
-            answer = {"rate": n / seconds, "seconds": seconds, "batches": batches}
+            n, seconds = run(batches)
+            answer = {"rate": n / seconds, "seconds": seconds, "batches": batches,
+                      "call_seconds": time.perf_counter() - start}
         except Exception as e:  # reported in the table's notes; the other figures go on
             answer = {"error": f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"}
         channel.write(json.dumps(answer) + "\n")
         channel.flush()
 
 
-def calibrate(run, seconds, clock=time.perf_counter):
-    """How many batches make a window of about `seconds`: timed on a run of
-    about that length (a call's fixed cost, fit's set-up, dominates 2 batches
-    on a GPU, and counted as per-batch time it made windows too short), then
-    one untimed run at the window's length (its data made, its caches warm),
-    so that no timed window pays for either."""
+def calibrate(run, seconds):
+    """How many batches make a window of about `seconds` of timed work
+    (fit_runner times its batches after the first, so the fixed cost of a
+    call is out of both the estimate and the window): estimated on a run of
+    about that length, then one untimed run at the window's length (its data
+    made, its caches warm), so that no timed window pays for either."""
     n = 2
     while True:
-        start = clock()
-        run(n)
-        spent = clock() - start
+        _, spent = run(n)
         if spent >= seconds or n >= 4096:
             break
         n = max(2 * n, math.ceil(n * seconds / max(spent, 1e-9)))  # one step where a batch's cost dominates
@@ -421,6 +454,51 @@ def plan(backends, models, variants, augmentation=True, plain_keras=True):
                             {"kind": "train", "model": model, "variant": "default (float32, augmentation on)"},
                             None))
     return entries
+
+
+# Settings a real script run can take, with its flags: each is cross-checked against resnet_cifar.py
+REAL_RUNS = {"default (float32, augmentation on)": [], "mixed precision (bfloat16)": ["--mixed-precision"]}
+
+
+def real_run(backend, variant, data_dir=None, epochs=2, subset=12800):
+    """The training images/s a real `resnet_cifar.py --recipe fast` run
+    reports in its summary (epochs after the first, training part only), on
+    the first `subset` CIFAR-10 images: what the benchmark's figure for the
+    same setting and backend should agree with. Returns {"rate", "command"}
+    or {"error"}."""
+    import glob
+    import tempfile
+    flags = ["--recipe", "fast", "--epochs", str(epochs), "--subset", str(subset)] + REAL_RUNS[variant]
+    command = f"KERAS_BACKEND={backend} python3 resnet_cifar.py " + " ".join(flags)
+    with tempfile.TemporaryDirectory() as out:
+        extra = ["--verbose", "0", "--output-dir", out] + (["--data-dir", data_dir] if data_dir else [])
+        done = subprocess.run([sys.executable, "resnet_cifar.py"] + flags + extra, cwd=ROOT, capture_output=True,
+                              text=True, env=dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2"))
+        summaries = glob.glob(os.path.join(out, "*_summary.json"))
+        if done.returncode or not summaries:
+            last = (done.stderr.strip().splitlines() or ["no summary written"])[-1]
+            return {"error": f"{backend} real run ({variant}): {last[:200]}"}
+        with open(summaries[0]) as f:
+            return {"rate": json.load(f)["train_images_per_s"], "command": command}
+
+
+def cross_check(results, data_dir=None, log=print):
+    """A real run per measured ResNet-20 setting of REAL_RUNS and backend,
+    one after another (the machine to itself), beside the benchmark's
+    figure: rows of section "real"."""
+    rows = []
+    for r in results:
+        if r["section"] == "resnet20" and r["label"] in REAL_RUNS and "ours" in r:
+            answer = real_run(r["backend"], r["label"], data_dir)
+            row = {"section": "real", "label": r["label"], "backend": r["backend"], "errors": []}
+            if "error" in answer:
+                row["errors"].append(answer["error"])
+            else:
+                row.update(real=answer["rate"], command=answer["command"], benchmark=r["ours"]["median"])
+                log(f"  real run {r['label']} [{r['backend']}]: {answer['rate']:,.0f} images/s "
+                    f"(benchmark {r['ours']['median']:,.0f})")
+            rows.append(row)
+    return rows
 
 
 def spread(values):
@@ -493,7 +571,7 @@ def markdown(report):
              + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".", ""]
 
     def table(section, header, cells):
-        chosen = [r for r in rows if r["section"] == section and "ours" in r]
+        chosen = [r for r in rows if r["section"] == section and ("ours" in r or "real" in r)]
         if chosen:
             lines.extend(header)
             lines.extend(cells(r) for r in chosen)
@@ -512,6 +590,13 @@ def markdown(report):
                     "alone, no augmentation, same backend: what our augmentation and preprocessing cost)", "",
                     "| setting | backend | ours | plain Keras | ours / plain Keras |", "|---|---|---:|---:|---:|"],
           lambda r: f"| {r['label']} | {r['backend']} | {fmt(r['ours'])} | {fmt(r['peer'])} | {ratio(r['ratio'])} |")
+    table("real", ["**Cross-check: real runs** (`resnet_cifar.py --recipe fast --epochs 2 --subset 12800`, "
+                   "training images/s from its summary (the second epoch's training part), run after the windows "
+                   "with the machine to itself)", "",
+                   "| setting | backend | benchmark (median) | real run | real / benchmark |",
+                   "|---|---|---:|---:|---:|"],
+          lambda r: f"| {r['label']} | {r['backend']} | {r['benchmark']:,.0f} | {r['real']:,.0f} | "
+                    f"{r['real'] / r['benchmark']:.2f} |")
     table("models", ["**Other models' training** (augmentation on, batch 128)", "",
                      "| model | backend | ours |", "|---|---|---:|"],
           lambda r: f"| {r['label']} | {r['backend']} | {fmt(r['ours'])} |")
@@ -572,6 +657,10 @@ def main(argv=None):
                         help="time augmentation against ImageDataGenerator too")
     parser.add_argument("--plain-keras", action=argparse.BooleanOptionalAction, default=True,
                         help="time ResNet-20 against the same network in plain Keras too")
+    parser.add_argument("--real-runs", action=argparse.BooleanOptionalAction, default=True,
+                        help="cross-check the default and bfloat16 figures against real resnet_cifar.py runs "
+                             "(2 short epochs each, CIFAR-10 from --data-dir)")
+    parser.add_argument("--data-dir", help="CIFAR-10 for the real runs (default: the scripts' own search)")
     parser.add_argument("--windows", type=int, default=5, help="timed windows per figure")
     parser.add_argument("--seconds", type=float, default=4.0, help="about how long each window runs")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"),
@@ -592,6 +681,8 @@ def main(argv=None):
     print(f"Throughput on {report['machine']}: {windows_text(args.windows)} of about {args.seconds:g} s per figure")
     entries = plan(args.backends, args.models, args.variants, args.augmentation, args.plain_keras)
     report["results"] = measure(entries, args.windows, args.seconds)
+    if args.real_runs:
+        report["results"] += cross_check(report["results"], args.data_dir)
     table = save_report(report, markdown(report), args.out, "throughput")
     if args.docs:
         sys.path.insert(0, ROOT)

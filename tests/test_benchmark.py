@@ -151,7 +151,7 @@ def test_the_plain_keras_peer_is_our_network_and_runs_under_the_rows_backend(mon
     run = throughput.plain_keras_runner()
     assert run.model.count_params() == resnet_cifar.build_model(1, 20, None, None).count_params()
     before = [w.copy() for w in run.model.get_weights()]
-    assert run(2) == 2 * throughput.BATCH
+    assert run(2)[0] == throughput.BATCH  # the batch after the first is timed
     assert any((a != b).any() for a, b in zip(run.model.get_weights(), before))
     entries = [e for e in throughput.plan(["jax", "torch"], [], [], augmentation=False)]
     assert [(e[0], e[2], e[4]) for e in entries] == [("plain", "jax", {"kind": "keras"}),
@@ -172,25 +172,79 @@ def test_the_pytorch_peer_trains_in_either_precision(autocast):
     pytest.importorskip("torch")
     run = throughput.pytorch_runner(autocast)
     before = [p.detach().clone() for p in run.model.parameters()]
-    assert run(2) == 2 * throughput.BATCH
+    assert run(2)[0] == 2 * throughput.BATCH
     changed = [not bool((p.detach() == b).all()) for p, b in zip(run.model.parameters(), before)]
     assert all(changed)
 
 
-def test_a_window_is_calibrated_past_a_fits_fixed_cost_and_its_first_run_is_untimed():
-    """A run costing 1 s of set-up plus 0.01 s a batch (fit on a GPU): timing 2
-    batches would read 0.5 s a batch and give 2-second windows of 4 batches,
-    really 1.04 s long (the H200 run's 0.7-1.3 s windows); calibrated on a run
-    of about a window's length it holds about 100 batches. The window-length
-    run happens once before any timed window (it makes the data a first
-    window paid for)."""
-    now, calls = [0.0], []
+def test_a_window_is_calibrated_on_a_run_of_its_length_and_its_first_run_is_untimed():
+    """A runner timing 0.01 s a batch after the first (fit_runner's clock):
+    timing the 2-batch run alone reads one batch and would do for a window's
+    estimate, but a run of about the window's length decides it (about 200
+    batches for 2 s); that run happens once before any timed window (it
+    makes the data a first window paid for)."""
+    calls = []
 
     def run(batches):
         calls.append(batches)
-        now[0] += 1.0 + 0.01 * batches
-        return batches
+        return 128 * (batches - 1), 0.01 * (batches - 1)
 
-    batches = throughput.calibrate(run, 2.0, clock=lambda: now[0])
-    assert 80 <= batches <= 130, batches
+    batches = throughput.calibrate(run, 2.0)
+    assert 190 <= batches <= 215, batches
     assert calls[-1] == batches and calls[0] == 2
+
+
+def test_a_fit_window_times_its_batches_not_fits_set_up_and_teardown(monkeypatch):
+    """fit_runner counts the batches after fit's first execution, timed from
+    its end to the last one's: a fit whose set-up and teardown take 0.4 s
+    each (TensorFlow's tf.data teardown waits up to 2.5 s) reads as fast as
+    its batches (the bug it would catch: windows timed around model.fit,
+    which read TensorFlow 1.5x too slow in 3-4 s windows). With
+    steps_per_execution the batches are a whole number of executions."""
+    import time
+
+    import keras
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    model.compile("sgd", "categorical_crossentropy")
+    fit = model.fit
+
+    def slow_fit(*args, **kwargs):
+        time.sleep(0.4)
+        history = fit(*args, **kwargs)
+        time.sleep(0.4)
+        return history
+    monkeypatch.setattr(model, "fit", slow_fit)
+    run = throughput.fit_runner(model, 8, (4, 4, 1))
+    images, seconds = run(5)
+    assert images == 4 * 8 and seconds < 0.3, seconds
+    model.compile("sgd", "categorical_crossentropy", steps_per_execution=2)
+    model.fit = slow_fit
+    images, seconds = throughput.fit_runner(model, 8, (4, 4, 1), steps_per_execution=2)(5)
+    assert images == 2 * 2 * 8 and seconds < 0.3  # 3 executions of 2 batches, the last two timed
+
+
+def test_real_runs_cross_check_the_settings_a_script_can_run_on_their_own_backend(monkeypatch):
+    """Each measured default or bfloat16 ResNet-20 row gets a real run of the
+    same setting under the same backend, set beside the row's median (the
+    bug it would catch: a real run under another backend or setting, which
+    would make the cross-check agree or disagree by accident); a failed real
+    run is a note."""
+    asked = []
+
+    def fake_real_run(backend, variant, data_dir=None):
+        asked.append((backend, variant))
+        if backend == "jax":
+            return {"error": "jax real run: no data"}
+        return {"rate": 90.0, "command": f"KERAS_BACKEND={backend} python3 resnet_cifar.py"}
+    monkeypatch.setattr(throughput, "real_run", fake_real_run)
+    ours = {"median": 100.0, "min": 90.0, "max": 110.0, "windows": [100.0]}
+    results = [{"section": "resnet20", "label": label, "backend": backend, "errors": [], "ours": ours}
+               for label in ("default (float32, augmentation on)", "batch 256", "mixed precision (bfloat16)")
+               for backend in ("torch", "jax")]
+    rows = throughput.cross_check(results, log=lambda *a: None)
+    assert asked == [("torch", "default (float32, augmentation on)"), ("jax", "default (float32, augmentation on)"),
+                     ("torch", "mixed precision (bfloat16)"), ("jax", "mixed precision (bfloat16)")]
+    assert [r.get("real") for r in rows] == [90.0, None, 90.0, None] and "no data" in rows[1]["errors"][0]
+    report = {"machine": "m", "date": "d", "versions": {}, "windows": 1, "seconds": 1.0, "generator": "g",
+              "results": rows}
+    assert "| mixed precision (bfloat16) | torch | 100 | 90 | 0.90 |" in throughput.markdown(report)
