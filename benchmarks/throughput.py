@@ -76,6 +76,8 @@ VARIANTS = {
     "channels-first layers (torch)": dict(data_format="channels_first", backends=("torch",)),
     "channels-first layers, bfloat16 (torch)": dict(data_format="channels_first", policy="mixed_bfloat16",
                                                     backends=("torch",)),
+    # the scripts train batch norm on torch's fused kernel (cifarkit.batchnorm); this is Keras's own layer
+    "Keras's batch norm (torch)": dict(fused_batch_norm=False, backends=("torch",)),
 }
 
 
@@ -211,10 +213,12 @@ def training_runner(model_name, variant):
     return fit_runner(model, batch, shape)
 
 
-def fit_runner(model, batch, shape, steps_per_execution=1):
+def fit_runner(model, batch, shape, steps_per_execution=1, fused_batch_norm=True):
     """run(batches) -> (images, seconds): one model.fit epoch over about that
     many batches of random uint8 images (a whole number of executions of
-    the step function). Timed from the end of fit's first execution to the
+    the step function), batch norm on torch's fused kernel under torch as
+    the scripts train (cifarkit.batchnorm; `fused_batch_norm=False`: Keras's
+    own). Timed from the end of fit's first execution to the
     end of its last, each of the two waited for (its loss read, so that
     JAX's or a GPU's queued work is done): neither fit's set-up nor its
     teardown is counted. A real run pays those once an epoch of 390
@@ -237,6 +241,7 @@ def fit_runner(model, batch, shape, steps_per_execution=1):
                 self.marks.append(time.perf_counter())
 
     clock = Clock()
+    callbacks = [clock] + ([script("cifarkit.batchnorm").FuseBatchNorm()] if fused_batch_norm else [])
 
     def run(batches):
         clock.expected = max(2, math.ceil(batches / steps_per_execution))
@@ -246,7 +251,7 @@ def fit_runner(model, batch, shape, steps_per_execution=1):
             x, y = images(batch * batches, shape)
             data[batches] = (x, keras.utils.to_categorical(y.ravel(), 10))
         x, y = data[batches]
-        model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=[clock])
+        model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=callbacks)
         if len(clock.marks) != 2:
             raise RuntimeError(f"fit ran {clock.executions} executions of its step, not {clock.expected}")
         return batch * steps_per_execution * (clock.expected - 1), clock.marks[1] - clock.marks[0]
@@ -285,7 +290,7 @@ def plain_keras_runner():
         layers.GlobalAveragePooling2D()(x))
     model = keras.Model(inputs, outputs)
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), "categorical_crossentropy")
-    return fit_runner(model, BATCH, (32, 32, 3))
+    return fit_runner(model, BATCH, (32, 32, 3), fused_batch_norm=False)  # no code of ours
 
 
 def pytorch_runner(autocast=False):

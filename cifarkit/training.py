@@ -30,6 +30,7 @@ import numpy as np
 import keras
 
 from cifarkit import backup
+from cifarkit import batchnorm
 from cifarkit import checkpoints
 from cifarkit import datasets
 from cifarkit import hardware
@@ -307,13 +308,15 @@ class Run:
 
     def callbacks(self, *own):
         """The script's own callbacks (its learning-rate schedule, say), then
-        those of every run: TerminateOnNaN, the training images/s into the
-        history, the CSV history, the best checkpoint, TensorBoard's logs
+        those of every run: batch norm on torch's fused kernel (under torch),
+        TerminateOnNaN, the training images/s into the history, the CSV
+        history, the best checkpoint, TensorBoard's logs
         (where TensorFlow is installed) and, last, the backup, so that an
         epoch counts as done only once all of them have written it. The
         backup keeps the state of those that have one (plateau cuts, the
         best so far)."""
-        cbs = [*own, _SameEpochs(self.args.epochs), keras.callbacks.TerminateOnNaN(), self.throughput,
+        cbs = [*own, _SameEpochs(self.args.epochs), batchnorm.FuseBatchNorm(), keras.callbacks.TerminateOnNaN(),
+               self.throughput,
                keras.callbacks.CSVLogger(self.files["history"], append=True), self.best]
         if self.multi_worker is not None:  # multiworker.fit keeps no backup and writes no TensorBoard logs
             return cbs
