@@ -68,7 +68,7 @@ VARIANTS = {
     "augmentation off": dict(augment=False),
     "mixed precision (bfloat16)": dict(policy="mixed_bfloat16"),
     "jit_compile=True (XLA; torch.compile)": dict(jit_compile=True),
-    "steps_per_execution=8": dict(steps_per_execution=8),
+    "steps_per_execution=8": dict(steps_per_execution=8, backends=("tensorflow", "jax")),  # torch refuses it
     # TensorFlow runs independent ops side by side, each on all cores: on 2 cores they fight
     "TensorFlow inter-op threads 1": dict(env={"TF_NUM_INTEROP_THREADS": "1"}, backends=("tensorflow",)),
     "batch 256": dict(batch_size=256),
@@ -210,7 +210,7 @@ def training_runner(model_name, variant):
         keras.mixed_precision.set_global_policy("float32")
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), "categorical_crossentropy",
                   jit_compile=v.get("jit_compile", "auto"), steps_per_execution=v.get("steps_per_execution", 1))
-    return fit_runner(model, batch, shape)
+    return fit_runner(model, batch, shape, v.get("steps_per_execution", 1), v.get("fused_batch_norm", True))
 
 
 def fit_runner(model, batch, shape, steps_per_execution=1, fused_batch_norm=True):
@@ -463,9 +463,10 @@ def plan(backends, models, variants, augmentation=True, plain_keras=True):
 
 # Settings a real script run can take, with its flags: each is cross-checked against resnet_cifar.py
 REAL_RUNS = {"default (float32, augmentation on)": [], "mixed precision (bfloat16)": ["--mixed-precision"]}
+REAL_EPOCHS, REAL_SUBSET = 3, 12800  # the first epoch (compilation) is not counted
 
 
-def real_run(backend, variant, data_dir=None, epochs=2, subset=12800):
+def real_run(backend, variant, data_dir=None, epochs=REAL_EPOCHS, subset=REAL_SUBSET):
     """The training images/s a real `resnet_cifar.py --recipe fast` run
     reports in its summary (epochs after the first, training part only), on
     the first `subset` CIFAR-10 images: what the benchmark's figure for the
@@ -595,9 +596,10 @@ def markdown(report):
                     "alone, no augmentation, same backend: what our augmentation and preprocessing cost)", "",
                     "| setting | backend | ours | plain Keras | ours / plain Keras |", "|---|---|---:|---:|---:|"],
           lambda r: f"| {r['label']} | {r['backend']} | {fmt(r['ours'])} | {fmt(r['peer'])} | {ratio(r['ratio'])} |")
-    table("real", ["**Cross-check: real runs** (`resnet_cifar.py --recipe fast --epochs 2 --subset 12800`, "
-                   "training images/s from its summary (the second epoch's training part), run after the windows "
-                   "with the machine to itself)", "",
+    table("real", ["**Cross-check: real runs** (`resnet_cifar.py --recipe fast --epochs "
+                   f"{report.get('real_epochs', 2)} --subset {REAL_SUBSET}`, training images/s from its summary "
+                   "(the training part of the epochs after the first), run after the windows with the machine "
+                   "to itself)", "",
                    "| setting | backend | benchmark (median) | real run | real / benchmark |",
                    "|---|---|---:|---:|---:|"],
           lambda r: f"| {r['label']} | {r['backend']} | {r['benchmark']:,.0f} | {r['real']:,.0f} | "
@@ -663,8 +665,8 @@ def main(argv=None):
     parser.add_argument("--plain-keras", action=argparse.BooleanOptionalAction, default=True,
                         help="time ResNet-20 against the same network in plain Keras too")
     parser.add_argument("--real-runs", action=argparse.BooleanOptionalAction, default=True,
-                        help="cross-check the default and bfloat16 figures against real resnet_cifar.py runs "
-                             "(2 short epochs each, CIFAR-10 from --data-dir)")
+                        help=f"cross-check the default and bfloat16 figures against real resnet_cifar.py runs "
+                             f"({REAL_EPOCHS} epochs of {REAL_SUBSET} images each, CIFAR-10 from --data-dir)")
     parser.add_argument("--data-dir", help="CIFAR-10 for the real runs (default: the scripts' own search)")
     parser.add_argument("--windows", type=int, default=5, help="timed windows per figure")
     parser.add_argument("--seconds", type=float, default=4.0, help="about how long each window runs")
@@ -687,6 +689,7 @@ def main(argv=None):
     entries = plan(args.backends, args.models, args.variants, args.augmentation, args.plain_keras)
     report["results"] = measure(entries, args.windows, args.seconds)
     if args.real_runs:
+        report["real_epochs"] = REAL_EPOCHS
         report["results"] += cross_check(report["results"], args.data_dir)
     table = save_report(report, markdown(report), args.out, "throughput")
     if args.docs:

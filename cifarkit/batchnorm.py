@@ -3,9 +3,9 @@
 Keras's BatchNormalization trains under torch with a chain of elementwise
 kernels (the batch's mean and variance, then the normalization, each with its
 backward pass); `torch.nn.functional.batch_norm` does the same work in one
-kernel forward and one backward. `FusedBatchNormalization` is Keras's layer
-with that kernel in its training branch, computing what Keras's layer
-computes:
+kernel forward and one backward. `fused_call` is Keras's
+BatchNormalization.call with that kernel in its training branch, computing
+what Keras's layer computes:
 
 - the output normalizes with the batch's statistics, which stay in the graph
   (the gradients flow through them, as in Keras's layer; keras#18793 fused
@@ -20,93 +20,79 @@ computes:
 
 Anything else (inference, another backend, masks, renormalization, a batch of
 one value per channel) is Keras's own code. `FuseBatchNorm` is the callback
-the scripts train with (`training.Run.callbacks`): under torch it turns each
-BatchNormalization of the model into a FusedBatchNormalization for the
-length of `fit` (the same object, its class swapped: weights, optimizer
-slots and names unchanged) and back at its end; elsewhere it does nothing.
-Checkpoints written during `fit` hold Keras's own layer: `checkpoints.save_h5`
-saves inside `keras_layers(model)`, so plain `keras.models.load_model` opens
-them.
+the scripts train with (`training.Run.callbacks`): under torch it gives each
+BatchNormalization of the model (nested models included) the fused training
+step for the length of `fit`, as an attribute of the layer object, and takes
+it away at the end. The layer's class, name and weights never change, so
+whatever is saved at any moment (the backup's weights, a checkpoint, a
+user's own `model.save`, even after a `fit` that raised) is Keras's own
+layer; elsewhere the callback does nothing.
 """
 
-import contextlib
+import types
 
 import keras
 from keras import layers, ops
 
 
-class FusedBatchNormalization(layers.BatchNormalization):
-    """keras.layers.BatchNormalization whose training step under torch is
+def fused_call(layer, inputs, training=None, mask=None):
+    """BatchNormalization.call for `layer`, its training step under torch on
     torch.nn.functional.batch_norm (see the module's docstring)."""
+    keras_call = layers.BatchNormalization.call
+    if (not (training and layer.trainable) or mask is not None or layer.renorm
+            or keras.backend.backend() != "torch"):
+        return keras_call(layer, inputs, training=training, mask=mask)
+    import torch
+    import torch.nn.functional as F
+    x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))  # as Keras's layer computes
+    axis = layer.axis % x.ndim
+    channels = x.shape[axis]
+    count = x.numel() // channels  # values per channel in the batch
+    if count < 2:
+        return keras_call(layer, inputs, training=training, mask=mask)
+    x = torch.movedim(x, axis, 1)  # (batch, channels, ...): a view, as the kernel takes it
+    mean = torch.zeros(channels, dtype=x.dtype, device=x.device)
+    unbiased = torch.ones(channels, dtype=x.dtype, device=x.device)
+    gamma = ops.cast(layer.gamma, x.dtype) if layer.scale else None
+    beta = ops.cast(layer.beta, x.dtype) if layer.center else None
+    # torch momentum 1: the running buffers become the batch's mean and unbiased variance
+    outputs = F.batch_norm(x, mean, unbiased, gamma, beta, training=True, momentum=1.0, eps=layer.epsilon)
+    variance = unbiased * ((count - 1) / count)  # Keras keeps the biased variance
+    m = layer.momentum
+    layer.moving_mean.assign(ops.cast(layer.moving_mean, x.dtype) * m + mean * (1.0 - m))
+    layer.moving_variance.assign(ops.cast(layer.moving_variance, x.dtype) * m + variance * (1.0 - m))
+    return ops.cast(torch.movedim(outputs, 1, axis), layer.compute_dtype)
 
-    def call(self, inputs, training=None, mask=None):
-        if (not (training and self.trainable) or mask is not None or self.renorm
-                or keras.backend.backend() != "torch"):
-            return super().call(inputs, training=training, mask=mask)
-        import torch
-        import torch.nn.functional as F
-        x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))  # as Keras's layer computes
-        axis = self.axis % x.ndim
-        channels = x.shape[axis]
-        count = x.numel() // channels  # values per channel in the batch
-        if count < 2:
-            return super().call(inputs, training=training, mask=mask)
-        x = torch.movedim(x, axis, 1)  # (batch, channels, ...): a view, as the kernel takes it
-        mean = torch.zeros(channels, dtype=x.dtype, device=x.device)
-        unbiased = torch.ones(channels, dtype=x.dtype, device=x.device)
-        gamma = ops.cast(self.gamma, x.dtype) if self.scale else None
-        beta = ops.cast(self.beta, x.dtype) if self.center else None
-        # torch momentum 1: the running buffers become the batch's mean and unbiased variance
-        outputs = F.batch_norm(x, mean, unbiased, gamma, beta, training=True, momentum=1.0, eps=self.epsilon)
-        variance = unbiased * ((count - 1) / count)  # Keras keeps the biased variance
-        self.moving_mean.assign(ops.cast(self.moving_mean, x.dtype) * self.momentum + mean * (1.0 - self.momentum))
-        self.moving_variance.assign(
-            ops.cast(self.moving_variance, x.dtype) * self.momentum + variance * (1.0 - self.momentum))
-        return ops.cast(torch.movedim(outputs, 1, axis), self.compute_dtype)
 
-
-def _batch_norms(model, cls):
-    """The layers of exactly class `cls` in `model` and the models nested in it."""
+def batch_norms(model):
+    """The BatchNormalization layers of `model` and of the models nested in it."""
     found = []
     for layer in model.layers:
-        if type(layer) is cls:
+        if isinstance(layer, layers.BatchNormalization):
             found.append(layer)
         elif hasattr(layer, "layers"):
-            found += _batch_norms(layer, cls)
+            found += batch_norms(layer)
     return found
 
 
 def fuse(model):
-    """Under torch, turn each keras.layers.BatchNormalization of `model`
-    (nested models included) into a FusedBatchNormalization, in place.
-    Returns the layers turned (none under other backends)."""
+    """Under torch, give each BatchNormalization of `model` the fused
+    training step (an attribute of the layer object: its class and weights
+    stay Keras's). Returns the layers given it (none under other backends)."""
     if keras.backend.backend() != "torch":
         return []
-    turned = _batch_norms(model, layers.BatchNormalization)
+    turned = batch_norms(model)
     for layer in turned:
-        layer.__class__ = FusedBatchNormalization
+        layer.call = types.MethodType(fused_call, layer)
     return turned
 
 
 def unfuse(model):
-    """Turn each FusedBatchNormalization of `model` back into Keras's own
-    layer, in place. Returns the layers turned."""
-    turned = _batch_norms(model, FusedBatchNormalization)
+    """Take the fused training step away again. Returns the layers it was taken from."""
+    turned = [layer for layer in batch_norms(model) if "call" in vars(layer)]
     for layer in turned:
-        layer.__class__ = layers.BatchNormalization
+        del layer.call
     return turned
-
-
-@contextlib.contextmanager
-def keras_layers(model):
-    """`model` with Keras's own BatchNormalization inside the block (to save
-    it), fused again after it as it was before."""
-    turned = unfuse(model)
-    try:
-        yield model
-    finally:
-        for layer in turned:
-            layer.__class__ = FusedBatchNormalization
 
 
 class FuseBatchNorm(keras.callbacks.Callback):

@@ -18,7 +18,6 @@ import keras
 
 from cifarkit import augment
 from cifarkit import backup
-from cifarkit import batchnorm
 from cifarkit.cli import UsageError
 
 
@@ -34,8 +33,7 @@ def save_h5(model, path, class_names, run=None):
     absl.setLevel(logging.ERROR)
     with backup.atomic_path(path) as partial:  # a kill leaves the previous checkpoint whole
         try:
-            with batchnorm.keras_layers(model):  # Keras's own layers in the file, whatever trains
-                augment.for_saving(model).save(partial, include_optimizer=False)
+            augment.for_saving(model).save(partial, include_optimizer=False)
         finally:
             absl.setLevel(level)
         with h5py.File(partial, "a") as f:

@@ -20,8 +20,9 @@ def cpu_flags():
 
 
 def machine_description():
-    """The host: CPU model, core count and its bfloat16 flags (the accelerator
-    is `device_description`)."""
+    """The host: CPU model, core count and which bfloat16 flags it has and
+    has not, e.g. "AMD EPYC, 2 cores, avx512_bf16, no amx_bf16" (the
+    accelerator is `device_description`)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -29,7 +30,8 @@ def machine_description():
     except (OSError, StopIteration):
         pass
     flags = cpu_flags()
-    return f"{cpu}, {os.cpu_count()} cores" + (f", {' '.join(flags)}" if flags else ", no bfloat16 flags")
+    missing = [f"no {flag}" for flag in BF16_FLAGS if flag not in flags]  # said too: AMX or not matters
+    return f"{cpu}, {os.cpu_count()} cores, " + ", ".join(flags + missing)
 
 
 # What a run's figures do not depend on: changes there leave a tree clean (reproduce.py rewrites the README).

@@ -1,5 +1,5 @@
-"""cifarkit.batchnorm: under torch, FusedBatchNormalization's training step
-(torch's fused kernel) computes what Keras's BatchNormalization computes:
+"""cifarkit.batchnorm: under torch, a batch norm's fused training step
+(batchnorm.fused_call, torch's fused kernel) computes what Keras's BatchNormalization computes:
 output, gradients with respect to the input, gamma and beta, and the moving
 statistics, to 1e-5 in float32 and to bfloat16's precision under mixed
 precision; a short fit's weights agree; checkpoints hold Keras's own layer.
@@ -9,6 +9,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -42,11 +43,12 @@ def test_elsewhere_fuse_changes_nothing():
 
 
 def pair(shape, axis, momentum=0.9, seed=0):
-    """Keras's layer and a fused one with the same random gamma, beta and
-    moving statistics, built for `shape`."""
+    """A layer given the fused training step as `batchnorm.fuse` gives it, and
+    Keras's own, with the same random gamma, beta and moving statistics,
+    built for `shape`."""
     rng = np.random.default_rng(seed)
-    ours, theirs = batchnorm.FusedBatchNormalization(axis=axis, momentum=momentum), \
-        keras.layers.BatchNormalization(axis=axis, momentum=momentum)
+    ours, theirs = (keras.layers.BatchNormalization(axis=axis, momentum=momentum) for _ in range(2))
+    ours.call = types.MethodType(batchnorm.fused_call, ours)
     for layer in (ours, theirs):
         layer.build(shape)
     channels = shape[axis]
@@ -149,31 +151,46 @@ def small_model():
 
 
 @under_torch
-def test_a_short_fit_on_the_fused_kernel_ends_with_kerass_weights_and_layers(fused_calls, tmp_path):
+def test_a_short_fit_on_the_fused_kernel_ends_with_kerass_weights_and_saves_kerass_layer(fused_calls, tmp_path):
     """Three SGD steps with FuseBatchNorm end with the weights and moving
-    statistics of the same fit on Keras's layer (1e-5); after fit the layers
-    are Keras's again, and a checkpoint written while they were fused holds
-    Keras's BatchNormalization (plain load_model opens it; the bug it would
-    catch: a file naming a class of ours)."""
+    statistics of the same fit on Keras's layer (1e-5), and the fused step
+    is gone after fit. What is saved while the layers train fused is
+    Keras's own layer: a checkpoint opens with plain load_model, and the
+    backup's weights (save_weights, what --resume reads) load into a model
+    just built (the bug it would catch: a swapped layer class, whose
+    weights file names a class the fresh model does not have, so every
+    --resume under torch failed)."""
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, (24, 8, 8, 3)).astype("float32") / 255
     y = keras.utils.to_categorical(rng.integers(0, 5, 24), 5)
-    saved = tmp_path / "mid_fit.h5"
+    checkpoint, weights = tmp_path / "mid_fit.h5", tmp_path / "mid_fit.weights.h5"
 
     class SaveMidFit(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             if batch == 1:
-                assert type(self.model.layers[2]) is batchnorm.FusedBatchNormalization
-                checkpoints.save_h5(self.model, str(saved), [str(i) for i in range(5)])
-                assert type(self.model.layers[2]) is batchnorm.FusedBatchNormalization
+                assert "call" in vars(self.model.layers[2])  # training fused now
+                checkpoints.save_h5(self.model, str(checkpoint), [str(i) for i in range(5)])
+                self.model.save_weights(str(weights))
+                self.saved = self.model.get_weights()
 
-    fused, plain = small_model(), small_model()
-    fused.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0,
-              callbacks=[batchnorm.FuseBatchNorm(), SaveMidFit()])
+    fused, plain, saver = small_model(), small_model(), SaveMidFit()
+    fused.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[batchnorm.FuseBatchNorm(), saver])
     plain.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     assert len(fused_calls) == 2 * 3  # two batch norms, three steps
     for a, b in zip(fused.get_weights(), plain.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-    assert [type(layer).__name__ for layer in fused.layers].count("BatchNormalization") == 2
-    reopened = keras.models.load_model(saved, compile=False)
+    assert not any("call" in vars(layer) for layer in fused.layers)
+    reopened = keras.models.load_model(checkpoint, compile=False)
     assert [type(layer) for layer in reopened.layers if "batch" in layer.name] == [keras.layers.BatchNormalization] * 2
+    fresh = small_model()
+    fresh.load_weights(str(weights))
+    for a, b in zip(fresh.get_weights(), saver.saved):
+        np.testing.assert_array_equal(a, b)
+
+
+@under_torch
+def test_fuse_reaches_nested_models_and_unfuse_undoes_it():
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization()])
+    outer = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization(), inner])
+    assert len(batchnorm.fuse(outer)) == 2 and "call" in vars(inner.layers[0])
+    assert len(batchnorm.unfuse(outer)) == 2 and not any("call" in vars(b) for b in batchnorm.batch_norms(outer))

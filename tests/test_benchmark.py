@@ -248,3 +248,23 @@ def test_real_runs_cross_check_the_settings_a_script_can_run_on_their_own_backen
     report = {"machine": "m", "date": "d", "versions": {}, "windows": 1, "seconds": 1.0, "generator": "g",
               "results": rows}
     assert "| mixed precision (bfloat16) | torch | 100 | 90 | 0.90 |" in throughput.markdown(report)
+
+
+def test_each_settings_values_reach_the_fit_it_times(monkeypatch):
+    """A setting's steps_per_execution and batch-norm choice reach fit_runner
+    (the bug it would catch: both were dropped, so the steps_per_execution
+    row ran one step per execution and the "Keras's batch norm" row trained
+    the fused one, the default row's code under another name)."""
+    import keras
+
+    def tiny(augment):
+        return keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    monkeypatch.setitem(throughput.MODELS, "tiny", (tiny, None, (4, 4, 1)))
+    seen = {}
+    monkeypatch.setattr(throughput, "fit_runner", lambda model, batch, shape, *args: seen.setdefault("args", args))
+    expected = {"steps_per_execution=8": (8, True), "Keras's batch norm (torch)": (1, False),
+                "default (float32, augmentation on)": (1, True)}
+    for variant, args in expected.items():
+        seen.clear()
+        throughput.training_runner("tiny", variant)
+        assert seen["args"] == args, variant
