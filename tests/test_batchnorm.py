@@ -194,3 +194,25 @@ def test_fuse_reaches_nested_models_and_unfuse_undoes_it():
     outer = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization(), inner])
     assert len(batchnorm.fuse(outer)) == 2 and "call" in vars(inner.layers[0])
     assert len(batchnorm.unfuse(outer)) == 2 and not any("call" in vars(b) for b in batchnorm.batch_norms(outer))
+
+
+@under_torch
+def test_a_resnet_run_under_torch_resumes_and_its_checkpoint_is_kerass(tmp_path, monkeypatch, fused_calls):
+    """The whole script under torch: an epoch of ResNet-8 on the fused
+    kernel, then --resume for a second (the backup's weights read back into
+    a model just built), and the final checkpoint opens with plain
+    load_model holding Keras's BatchNormalization."""
+    import json
+    import resnet_cifar
+    from helpers import use_synthetic
+    use_synthetic(monkeypatch, 64, 32)
+    argv = ["--depth", "8", "--recipe", "fast", "--batch-size", "16", "--verbose", "0", "--output-dir",
+            str(tmp_path / "out")]
+    resnet_cifar.main(argv + ["--epochs", "1"])
+    resnet_cifar.main(argv + ["--epochs", "2", "--resume"])
+    (path,) = (tmp_path / "out").glob("*_summary.json")
+    summary = json.loads(path.read_text())
+    assert summary["epochs_run"] == 2 and summary["epochs_this_session"] == 1
+    assert fused_calls  # trained fused
+    model = keras.models.load_model(summary["files"]["final"], compile=False)
+    assert {type(layer) for layer in model.layers if "batch_norm" in layer.name} == {keras.layers.BatchNormalization}
