@@ -29,10 +29,11 @@ KINDS = [
     ("convolution, forward and backward", ("convolution",)),
     ("native batch norm", ("batch_norm",)),
     ("copies (layout changes, casts)", ("aten::copy_", "aten::_to_copy", "aten::contiguous", "aten::clone")),
+    ("optimizer update (foreach kernels)", ("aten::_foreach",)),
     ("element-wise arithmetic and reductions",
      ("aten::add", "aten::mul", "aten::sub", "aten::div", "aten::pow", "aten::neg", "aten::rsqrt", "aten::sqrt",
       "aten::sum", "aten::mean", "aten::clamp", "aten::threshold", "aten::relu", "aten::fill_", "aten::where",
-      "aten::square", "aten::exp", "aten::log", "aten::max", "aten::min", "aten::_foreach")),
+      "aten::square", "aten::exp", "aten::log", "aten::max", "aten::min")),
 ]
 OTHER = "everything else (data, views, optimizer bookkeeping, Python)"
 
