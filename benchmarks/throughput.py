@@ -18,17 +18,18 @@ What it measures, images/s:
    Keras (keras.layers alone, no augmentation) under the same backend, so
    that our own cost shows as a ratio of its own (--no-plain-keras: not);
 4. a cross-check: for the default and bfloat16 settings, a real
-   `resnet_cifar.py --recipe fast` run of two short epochs per backend, its
-   summary's training images/s beside the benchmark's (--no-real-runs: not);
+   `resnet_cifar.py --recipe fast` run of REAL_EPOCHS short epochs per
+   backend, its summary's training images/s beside the benchmark's
+   (--no-real-runs: not);
 5. optionally (--models) the other models' training, without a peer.
 
 How: every measurement runs in a long-lived worker process (one per Keras
 backend, one for ImageDataGenerator, one for plain PyTorch), set up and
 compiled once. A window runs a fixed number of batches chosen to take about
---seconds (a model.fit window is timed from the end of its first step to the
-end of its last, as an epoch of a real run is in effect: fit's set-up and
-teardown, paid once per 390 batches there, would be paid per window here); --windows windows are taken per figure, each of ours alternating
-with its peer's (which goes first alternates too), so slow phases of the
+--seconds (a model.fit window is timed from the end of its first step to
+the end of its last: fit's set-up and teardown, paid once per 390 batches in
+a real run, would be paid per window here); --windows windows are taken per
+figure, each of ours alternating with its peer's (which goes first alternates too), so slow phases of the
 machine hit both. A figure is the median window with the min and max beside
 it; a speed-up is the median of the window-by-window ratios. The output says
 how many windows and how long each. This is a benchmark, not a test: nothing

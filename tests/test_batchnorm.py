@@ -104,7 +104,9 @@ def test_fused_training_step_equals_keras(shape, axis, fused_calls):
 @under_torch
 def test_fused_under_mixed_precision_equals_keras_to_bfloat16s_precision(fused_calls):
     """bfloat16 inputs: computed in float32 as Keras's layer does, the output
-    bfloat16, equal to Keras's to bfloat16's precision (8 bits of mantissa)."""
+    bfloat16, equal to Keras's to bfloat16's precision (8 bits of mantissa);
+    the moving statistics, computed in float32 on both sides, to 1e-5 (the
+    bug it would catch: statistics summed in bfloat16)."""
     import torch
     shape = (8, 6, 5, 4)
     rng = np.random.default_rng(2)
@@ -119,6 +121,8 @@ def test_fused_under_mixed_precision_equals_keras_to_bfloat16s_precision(fused_c
     assert ours(x, training=True).dtype == torch.bfloat16
     for u, v in zip(a, b):
         np.testing.assert_allclose(u, v, rtol=2 ** -7, atol=2 ** -7 * np.abs(v).max())
+    for u, v in zip(a[4:], b[4:]):  # the moving statistics: float32 sums of the same bfloat16 values
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-5)
     assert len(fused_calls) == 2  # forward_backward(ours) and the dtype check
 
 
