@@ -351,21 +351,30 @@ class Run:
                                "batches start at the epoch the backup holds")
         x, y = self.data.train
         inputs = streaming.inputs(x, one_hot(y, self.data.num_classes), batch_size, shuffle=True,
-                                  seed=self.args.seed, epoch=self.initial_epoch)
-        if not streaming.streamed(self.data.validation[0]):  # streamed: FileBatches of eval_batch
+                                  seed=self.args.seed, epoch=self.initial_epoch, arrays=self.arrays)
+        if streaming.as_arrays(self.data.validation[0], self.arrays):  # batches come in eval_batch already
             inputs["validation_batch_size"] = self.eval_batch
         return inputs
 
     def validation_data(self):
-        """fit()'s validation_data: (images, one-hot labels), or batches read from disk."""
-        x, y = self.data.validation
-        targets = one_hot(y, self.data.num_classes)
-        return streaming.FileBatches(x, targets, self.eval_batch) if streaming.streamed(x) else (x, targets)
+        """fit()'s validation_data: (images, one-hot labels), or their batches
+        (tf.data under TensorFlow, read from disk for a streamed folder)."""
+        inputs = self._inputs(self.data.validation)
+        return (inputs["x"], inputs["y"]) if "y" in inputs else inputs["x"]
 
     def test_data(self):
-        """evaluate()'s x, y and batch_size for the test set."""
-        x, y = self.data.test
-        return streaming.inputs(x, one_hot(y, self.data.num_classes), self.eval_batch)
+        """evaluate()'s x (and y and batch_size) for the test set."""
+        return self._inputs(self.data.test)
+
+    def _inputs(self, split):
+        x, y = split
+        return streaming.inputs(x, one_hot(y, self.data.num_classes), self.eval_batch, arrays=self.arrays)
+
+    @property
+    def arrays(self):
+        """Whether fit() takes the arrays as they are: multi-worker training
+        (multiworker.fit) splits them itself."""
+        return self.multi_worker is not None
 
     def save(self, model, test_loss, test_accuracy):
         """The final checkpoint, the history's plot and, last, the summary
