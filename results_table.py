@@ -65,10 +65,15 @@ def load_summaries(folder=RESULTS):
 def shown_command(summary):
     """The command as the table shows it: without the flags that only say
     where files are, and with `--epochs N` where it was left to the default,
-    so that it trains the same run when a script's default length changes."""
+    so that it trains the same run when a script's default length changes;
+    likewise the precision flag of a run that named neither (the default,
+    bfloat16 where the CPU runs it natively, differs from CPU to CPU)."""
     command = short_command(summary.get("command", "?"))
     if not re.search(r" --epochs[ =]", command):
         command += f" --epochs {summary['epochs_run']}"
+    mixed = summary.get("hyperparameters", {}).get("mixed_precision")
+    if mixed is not None and not re.search(r" --(no-)?mixed-precision\b", command):
+        command += " --mixed-precision" if mixed else " --no-mixed-precision"
     return command
 
 

@@ -463,7 +463,7 @@ def plan(backends, models, variants, augmentation=True, plain_keras=True):
 
 
 # Settings a real script run can take, with its flags: each is cross-checked against resnet_cifar.py
-REAL_RUNS = {"default (float32, augmentation on)": [], "mixed precision (bfloat16)": ["--mixed-precision"]}
+REAL_RUNS = {"default (float32, augmentation on)": ["--no-mixed-precision"], "mixed precision (bfloat16)": ["--mixed-precision"]}
 REAL_EPOCHS, REAL_SUBSET = 3, 12800  # the first epoch (compilation) is not counted
 
 

@@ -343,9 +343,10 @@ def parse_args(script, description, argv=None, choices=None, extra=None, only=No
                         help="start afresh where this run's history and resume backup already are, deleting them")
     common.add_argument("--devices", type=int, default=0, metavar="N",
                         help="data-parallel devices: 0 all visible accelerators, 1 one device, N that many")
-    common.add_argument("--mixed-precision", action="store_true",
-                        help="compute in float16 on GPUs, bfloat16 elsewhere; weights and the "
-                             "output layer stay float32")
+    common.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
+                        help="compute in float16 on GPUs, bfloat16 elsewhere; weights and the output layer "
+                             "stay float32 (default: on where the CPU runs bfloat16 natively, AVX512-BF16 "
+                             "or AMX, and no GPU trains; off elsewhere)")
     if "IMAGE_SIZE" not in defaults:  # a script may set its own default
         common.add_argument("--image-size", type=int, default=32, metavar="N",
                             help="--dataset FOLDER: images are resized to N x N")

@@ -130,3 +130,36 @@ def test_a_script_trains_with_mixed_precision_and_its_checkpoint_predicts(tmp_pa
     probabilities = model.predict(x_test, verbose=0)
     assert probabilities.dtype == np.float32
     assert (probabilities.argmax(axis=1) == y_test.ravel()).mean() == pytest.approx(summary["test_accuracy"], abs=0.011)
+
+
+@pytest.mark.parametrize("flags, visible, expected", [
+    (["avx512_bf16"], [], True), (["amx_bf16", "avx512_bf16"], [], True), ([], [], False),
+    (["avx512_bf16"], ["gpu:0"], False), (["avx512_bf16"], ["tpu:0"], False)])
+def test_bfloat16_is_the_default_on_a_cpu_that_runs_it_natively(monkeypatch, flags, visible, expected):
+    """bfloat16 by default only where the CPU has bfloat16 instructions and
+    trains alone; GPUs and CPUs without them default to float32."""
+    monkeypatch.setattr(devices.hardware, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(devices, "accelerators", lambda: visible)
+    monkeypatch.setattr(devices, "_torch_cuda", lambda: bool(visible) and visible[0].startswith("gpu"))
+    assert devices.native_bfloat16() is expected
+
+
+@pytest.mark.parametrize("native, flag, policy", [
+    (True, [], "mixed_bfloat16"), (True, ["--no-mixed-precision"], "float32"),
+    (False, [], "float32"), (False, ["--mixed-precision"], "mixed_bfloat16")])
+def test_a_script_says_and_records_the_precision_it_chose(tmp_path, monkeypatch, capsys, native, flag, policy):
+    """Without a flag a run trains in bfloat16 on a native CPU and says so at
+    start-up; the summary records what was used, so --resume and the results
+    table repeat it; either flag overrides the default."""
+    monkeypatch.setattr(devices, "native_bfloat16", lambda: native)
+    monkeypatch.setattr(devices.hardware, "cpu_flags", lambda: ["avx512_bf16"] if native else [])
+    use_synthetic(monkeypatch, n_train=64, n_test=32)
+    out = tmp_path / "out"
+    assert simple_cnn.main(["--model", "simple", "--epochs", "1", "--batch-size", "32", "--output-dir", str(out),
+                            "--verbose", "0"] + flag) == 0
+    said = "Mixed precision (bfloat16) by default: this CPU runs it natively (avx512_bf16)" in capsys.readouterr().out
+    assert said is (native and not flag)
+    assert keras.mixed_precision.global_policy().name == policy
+    summary = json.loads((out / "cifar10_simple_summary.json").read_text())
+    assert summary["hyperparameters"]["mixed_precision"] is (policy != "float32")
+    keras.mixed_precision.set_global_policy("float32")

@@ -150,6 +150,18 @@ def test_a_default_length_run_and_one_that_names_its_epochs_are_repeats_of_one_r
     assert "missed by 0.75 points" in lines[3]  # held to the paper's figure from 40 epochs
 
 
+def test_a_run_shows_the_precision_flag_that_repeats_it_on_any_cpu():
+    """A float32 run typed without a precision flag would train in bfloat16
+    today on a CPU that runs it natively: its row says --no-mixed-precision;
+    likewise a bfloat16 run without one; a command that named a flag shows as typed."""
+    f32 = dict(SUMMARY, hyperparameters={"recipe": "fast", "mixed_precision": False})
+    assert results_table.shown_command(f32) == "python3 resnet_cifar.py --recipe fast --epochs 60 --no-mixed-precision"
+    bf16 = dict(SUMMARY, hyperparameters={"recipe": "fast", "mixed_precision": True})
+    assert results_table.shown_command(bf16) == "python3 resnet_cifar.py --recipe fast --epochs 60 --mixed-precision"
+    typed = dict(f32, command="python3 resnet_cifar.py --no-mixed-precision --epochs 3")
+    assert results_table.shown_command(typed) == "python3 resnet_cifar.py --no-mixed-precision --epochs 3"
+
+
 def test_reproduce_refuses_an_unknown_run(capsys):
     with pytest.raises(SystemExit):
         reproduce.main(["--only", "resnet1000"])
