@@ -40,7 +40,8 @@ def setup(args):
             raise UsageError(str(e)) from None
     keras.utils.set_random_seed(args.seed)
     if getattr(args, "mixed_precision", False) is None:  # neither --mixed-precision nor --no-mixed-precision
-        args.mixed_precision = native_bfloat16()
+        # several workers (TF_CONFIG) may have different CPUs: one policy for all only when named
+        args.mixed_precision = args.multi_worker is None and native_bfloat16()
         if args.mixed_precision:
             print(f"Mixed precision (bfloat16) by default: this CPU runs it natively "
                   f"({', '.join(hardware.cpu_flags())}); --no-mixed-precision trains in float32")

@@ -10,7 +10,8 @@ this module gives it the parts every run shares:
   `run.callbacks(...)` adds the callbacks every run has to the script's own
   (the backup last); `run.resume(model)` restores the last finished epoch;
   `run.training_data(...)`, `validation_data`, `test_data` are what
-  `fit` and `evaluate` take (arrays, or a folder read from disk);
+  `fit` and `evaluate` take (arrays, a tf.data pipeline of them under
+  TensorFlow, or a folder read from disk);
   `run.save(model, ...)` writes the final checkpoint, the plot and the
   summary, last, which says the run is done.
 """
@@ -163,6 +164,18 @@ def read_sessions(folder):
         return []
 
 
+def _as_flag(name, value):
+    """A setting as the command line gives it: `--epochs 5`, and an on/off
+    flag as itself or its --no- form (`--no-mixed-precision`)."""
+    flag = "--" + name.replace("_", "-")
+    if name in ON_OFF and isinstance(value, bool):
+        return flag if value else "--no-" + flag[2:]
+    return f"{flag} {value!r}"
+
+
+ON_OFF = ("mixed_precision",)  # settings whose flag comes with a --no- form
+
+
 def _start_or_resume(args, paths, name, epochs, hyperparameters, code=None):
     """Refuse to lose a run: a fresh start into a folder holding this run's
     backup or history needs --fresh; --resume needs the same settings as the
@@ -186,7 +199,7 @@ def _start_or_resume(args, paths, name, epochs, hyperparameters, code=None):
                              f"batch {before.get('batch_size')}; resume it on as many (--devices N)")
         changed = [c for c in _differences(before, now) if c[0] not in EXTENDABLE] if before else []
         if changed:
-            listed = ", ".join(f"--{k.replace('_', '-')} {b!r} (now {n!r})" for k, b, n in changed)
+            listed = ", ".join(f"{_as_flag(k, b)} (now {_as_flag(k, n)})" for k, b, n in changed)
             raise UsageError(f"--resume: the run in {out} was made with {listed}; resume with the same "
                              f"values, or start afresh with --fresh")
         done = int(state["epoch"])
@@ -342,10 +355,11 @@ class Run:
         return self.initial_epoch
 
     def training_data(self, batch_size):
-        """fit()'s x, y (one-hot), batch_size and shuffle: the arrays, or a
+        """fit()'s x, y (one-hot), batch_size and shuffle: the arrays (a
+        tf.data pipeline of them under TensorFlow, streaming.inputs), or a
         folder read from disk batch by batch, shuffled in the order of the
-        epoch it starts at (so a resumed run sees the batches it would have);
-        and validation_batch_size for validation arrays."""
+        epoch it starts at (so a resumed run sees the batches it would have;
+        arrays get a new order); and validation_batch_size for validation arrays."""
         if not self.resumed:
             raise RuntimeError("call run.resume(model) before run.training_data(...): a resumed run's "
                                "batches start at the epoch the backup holds")

@@ -26,6 +26,16 @@ def isolated_home(tmp_path, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def float32_by_default(monkeypatch):
+    """Scripts default to bfloat16 on CPUs with bfloat16 instructions: the
+    tests train in float32 on every CPU, so that their figures and
+    tolerances hold anywhere (test_mixed_precision.py tests the default;
+    scripts run in a subprocess get --no-mixed-precision)."""
+    from cifarkit import devices
+    monkeypatch.setattr(devices, "native_bfloat16", lambda: False)
+
+
+@pytest.fixture(autouse=True)
 def float32_policy():
     """A test that turns mixed precision on (a global setting) leaves float32
     behind for the next one."""

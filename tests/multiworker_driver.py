@@ -119,5 +119,5 @@ def save_and_keep_weights(self, model, *args, **kwargs):
 
 
 training.Run.save = save_and_keep_weights
-sys.exit(resnet_cifar.main(["--depth", "8", "--epochs", "1", "--batch-size", "16",
+sys.exit(resnet_cifar.main(["--depth", "8", "--epochs", "1", "--batch-size", "16", "--no-mixed-precision",
                             "--output-dir", sys.argv[3], "--verbose", "0"]))

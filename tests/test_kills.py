@@ -22,7 +22,7 @@ from helpers import use_synthetic
 
 N_TRAIN, N_TEST, EPOCHS, BATCH = 96, 32, 2, 32
 ARGS = ["--model", "simple", "--epochs", str(EPOCHS), "--batch-size", str(BATCH), "--val-split", "0",
-        "--verbose", "0"]
+        "--verbose", "0", "--no-mixed-precision"]  # the precision the in-process resume has (conftest)
 
 # Runs simple_cnn.main on the tests' synthetic data and SIGKILLs itself at one stage.
 DRIVER = """

@@ -16,9 +16,12 @@ import predict
 import resnet18_fashion_mnist
 import resnet_cifar
 import simple_cnn
+from cifarkit import cli
 from cifarkit import devices
 import vgg19_cifar
 from helpers import synthetic_cifar, use_synthetic
+
+NATIVE_BFLOAT16 = devices.native_bfloat16  # the real one (conftest pins the tests to float32)
 
 # bfloat16 keeps 8 significant bits (float16 11): a probability may move by a
 # percent or two through a deep network, but the predicted class stays the same.
@@ -141,7 +144,7 @@ def test_bfloat16_is_the_default_on_a_cpu_that_runs_it_natively(monkeypatch, fla
     monkeypatch.setattr(devices.hardware, "cpu_flags", lambda: flags)
     monkeypatch.setattr(devices, "accelerators", lambda: visible)
     monkeypatch.setattr(devices, "_torch_cuda", lambda: bool(visible) and visible[0].startswith("gpu"))
-    assert devices.native_bfloat16() is expected
+    assert NATIVE_BFLOAT16() is expected
 
 
 @pytest.mark.parametrize("native, flag, policy", [
@@ -153,6 +156,7 @@ def test_a_script_says_and_records_the_precision_it_chose(tmp_path, monkeypatch,
     table repeat it; either flag overrides the default."""
     monkeypatch.setattr(devices, "native_bfloat16", lambda: native)
     monkeypatch.setattr(devices.hardware, "cpu_flags", lambda: ["avx512_bf16"] if native else [])
+    monkeypatch.setattr(devices, "_gpu", lambda: False)  # bfloat16, not float16, on a GPU host too
     use_synthetic(monkeypatch, n_train=64, n_test=32)
     out = tmp_path / "out"
     assert simple_cnn.main(["--model", "simple", "--epochs", "1", "--batch-size", "32", "--output-dir", str(out),
@@ -163,3 +167,36 @@ def test_a_script_says_and_records_the_precision_it_chose(tmp_path, monkeypatch,
     summary = json.loads((out / "cifar10_simple_summary.json").read_text())
     assert summary["hyperparameters"]["mixed_precision"] is (policy != "float32")
     keras.mixed_precision.set_global_policy("float32")
+
+
+def test_resuming_a_float32_run_where_bfloat16_is_the_default_names_the_flag(tmp_path, monkeypatch):
+    """A run made in float32 (on another CPU, or before bfloat16 became the
+    default) is not resumed in bfloat16 behind the user's back: the error
+    names the flag that resumes it as it was."""
+    use_synthetic(monkeypatch, n_train=64, n_test=32)
+    args = ["--model", "simple", "--batch-size", "32", "--output-dir", str(tmp_path / "out"), "--verbose", "0"]
+    assert simple_cnn.main(args + ["--epochs", "1", "--no-mixed-precision"]) == 0
+    monkeypatch.setattr(devices, "native_bfloat16", lambda: True)
+    with pytest.raises(cli.UsageError, match=r"made with --no-mixed-precision \(now --mixed-precision\)"):
+        simple_cnn.main(args + ["--epochs", "2", "--resume"])
+    keras.mixed_precision.set_global_policy("float32")
+    assert simple_cnn.main(args + ["--epochs", "2", "--resume", "--no-mixed-precision"]) == 0
+
+
+def test_several_workers_train_in_float32_unless_the_flag_is_named(monkeypatch):
+    """Workers of one job (TF_CONFIG) may have different CPUs: the default
+    does not let each pick its own precision."""
+    monkeypatch.setattr(devices, "native_bfloat16", lambda: True)
+    args = simple_cnn.parse_args(["--model", "simple"])
+    monkeypatch.setenv("TF_CONFIG", "{}")  # set, so setup asks multiworker for the strategy
+    monkeypatch.setattr("cifarkit.multiworker.strategy_from_environment", lambda: FakeStrategy())
+    devices.setup(args)
+    assert args.mixed_precision is False and keras.mixed_precision.global_policy().name == "float32"
+
+
+class FakeStrategy:
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        import contextlib
+        return contextlib.nullcontext()
