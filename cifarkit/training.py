@@ -199,7 +199,8 @@ def _start_or_resume(args, paths, name, epochs, hyperparameters, code=None):
                              f"batch {before.get('batch_size')}; resume it on as many (--devices N)")
         changed = [c for c in _differences(before, now) if c[0] not in EXTENDABLE] if before else []
         if changed:
-            listed = ", ".join(f"{_as_flag(k, b)} (now {_as_flag(k, n)})" for k, b, n in changed)
+            listed = ", ".join(f"{_as_flag(k, b)} (now {_as_flag(k, n) if k in ON_OFF else repr(n)})"
+                               for k, b, n in changed)
             raise UsageError(f"--resume: the run in {out} was made with {listed}; resume with the same "
                              f"values, or start afresh with --fresh")
         done = int(state["epoch"])
