@@ -57,8 +57,9 @@ def inputs(images, targets, batch_size, shuffle=False, seed=0, epoch=0, arrays=F
     other backends or with `arrays=True`."""
     if streamed(images):
         return dict(x=FileBatches(images, targets, batch_size, shuffle, seed, epoch=epoch))
-    if not as_arrays(images, arrays):
-        return dict(x=tensorflow_batches(images, targets, batch_size, shuffle, seed + 7919 * epoch))
+    if not as_arrays(images, arrays):  # shuffled by the pipeline itself: fit() is told not to (it would warn)
+        return dict(x=tensorflow_batches(images, targets, batch_size, shuffle, seed + 7919 * epoch),
+                    **({"shuffle": False} if shuffle else {}))
     return dict(x=images, y=targets, batch_size=batch_size, **({"shuffle": shuffle} if shuffle else {}))
 
 

@@ -2,6 +2,8 @@
 tf.data pipeline of our own (streaming.tensorflow_batches), elsewhere the
 arrays themselves."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -34,7 +36,7 @@ def epoch(dataset):
 def test_training_batches_cover_every_image_once_an_epoch_in_a_new_order():
     x, y = arrays()
     inputs = streaming.inputs(x, y, batch_size=10, shuffle=True, seed=1)
-    assert set(inputs) == {"x"}  # a dataset: no y, batch_size or shuffle for fit() to refuse
+    assert inputs["shuffle"] is False and set(inputs) == {"x", "shuffle"}  # fit() neither refuses nor warns
     dataset = inputs["x"]
     (sizes, first), (_, second) = epoch(dataset), epoch(dataset)
     assert sizes == [10, 10, 10, 10, 8]
@@ -78,8 +80,11 @@ def test_fit_and_evaluate_train_on_the_pipeline():
     model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
                               keras.layers.Dense(2, activation="softmax")])
     model.compile("adam", "categorical_crossentropy", metrics=["accuracy"])
-    history = model.fit(**streaming.inputs(x, targets, 16, shuffle=True), epochs=2, verbose=0,
-                        validation_data=streaming.inputs(x, targets, 32)["x"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(**streaming.inputs(x, targets, 16, shuffle=True), epochs=2, verbose=0,
+                            validation_data=streaming.inputs(x, targets, 32)["x"])
     assert len(history.history["val_loss"]) == 2
+    assert not [w for w in caught if "shuffle" in str(w.message)]  # "shuffle=True ... will be ignored"
     from_pipeline = model.evaluate(**streaming.inputs(x, targets, 32), verbose=0)
     np.testing.assert_allclose(from_pipeline, model.evaluate(x, targets, batch_size=32, verbose=0), rtol=1e-5)
