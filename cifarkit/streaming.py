@@ -55,11 +55,11 @@ def inputs(images, targets, batch_size, shuffle=False, seed=0, epoch=0, arrays=F
     of `batch_size` (starting at epoch `epoch`'s order); arrays as a tf.data
     pipeline under TensorFlow (`tensorflow_batches`), as they are under the
     other backends or with `arrays=True`."""
-    if streamed(images):
-        return dict(x=FileBatches(images, targets, batch_size, shuffle, seed, epoch=epoch))
-    if not as_arrays(images, arrays):  # shuffled by the pipeline itself: fit() is told not to (it would warn)
-        return dict(x=tensorflow_batches(images, targets, batch_size, shuffle, seed + 7919 * epoch),
-                    **({"shuffle": False} if shuffle else {}))
+    itself = {"shuffle": False} if shuffle else {}  # batches that shuffle themselves: fit() is told not to
+    if streamed(images):  # (Keras would shuffle FileBatches' batch order too, with Python's random)
+        return dict(x=FileBatches(images, targets, batch_size, shuffle, seed, epoch=epoch), **itself)
+    if not as_arrays(images, arrays):  # (and warn that a tf.data pipeline cannot be)
+        return dict(x=tensorflow_batches(images, targets, batch_size, shuffle, seed + 7919 * epoch), **itself)
     return dict(x=images, y=targets, batch_size=batch_size, **({"shuffle": shuffle} if shuffle else {}))
 
 

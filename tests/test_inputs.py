@@ -88,3 +88,19 @@ def test_fit_and_evaluate_train_on_the_pipeline():
     assert not [w for w in caught if "shuffle" in str(w.message)]  # "shuffle=True ... will be ignored"
     from_pipeline = model.evaluate(**streaming.inputs(x, targets, 32), verbose=0)
     np.testing.assert_allclose(from_pipeline, model.evaluate(x, targets, batch_size=32, verbose=0), rtol=1e-5)
+
+
+def test_a_streamed_folder_keeps_its_own_order(tmp_path):
+    """FileBatches shuffles itself (epoch N's order from the seed and N, so a
+    resumed run sees the batches it would have): fit() must not shuffle its
+    batch order again, which Keras does to a PyDataset when shuffle is left True."""
+    import load_data
+    import cv2
+    root = tmp_path / "photos"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(5):
+            cv2.imwrite(str(root / c / f"{i}.png"), np.full((8, 8, 3), i, np.uint8))
+    (x, y), _, _ = load_data.load_folder(str(root), stream=True)
+    inputs = streaming.inputs(x, y, 2, shuffle=True, seed=3)
+    assert isinstance(inputs["x"], streaming.FileBatches) and inputs["shuffle"] is False
