@@ -292,6 +292,6 @@ OTHERS = [b for b in ("tensorflow", "torch", "jax") if b != keras.backend.backen
 def test_other_backends(backend):
     """This whole module again with KERAS_BACKEND set to each other installed backend."""
     env = dict(os.environ, KERAS_BACKEND=backend, AUGMENT_OTHER_BACKENDS="0")
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", __file__],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]

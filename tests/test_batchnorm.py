@@ -27,8 +27,8 @@ under_torch = pytest.mark.skipif(not TORCH, reason="runs under KERAS_BACKEND=tor
 @pytest.mark.skipif(TORCH or importlib.util.find_spec("torch") is None, reason="already under torch / no torch")
 def test_under_torch():
     """This whole module under KERAS_BACKEND=torch."""
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__], cwd=ROOT,
-                          env=dict(os.environ, KERAS_BACKEND="torch"), capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", __file__],
+                          cwd=ROOT, env=dict(os.environ, KERAS_BACKEND="torch"), capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert " passed" in done.stdout and "runs under KERAS_BACKEND=torch" not in done.stdout, done.stdout[-1000:]
 
