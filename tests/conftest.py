@@ -134,10 +134,3 @@ def small_sets(monkeypatch):
     monkeypatch.setattr(datasets, "load_cifar100_class_names",
                         lambda data_dir=None, label_mode="fine": tuple(
                             f"{label_mode}_{i}" for i in range(100 if label_mode == "fine" else 20)))
-
-
-def pytest_collection_modifyitems(items):
-    """The learning checks (real training, up to 5 minutes each) first: with
-    two test processes (pytest.ini's -n 2) they then run beside the many
-    short tests, not alone at the end."""
-    items.sort(key=lambda item: item.path.name != "test_learning.py")  # a stable sort: the rest keep their order
