@@ -14,8 +14,9 @@ does, so the difference between two rows is what that piece costs:
 2. and Keras's SGD update: `optimizer.apply(gradients, weights)`;
 3. `model.train_step`: the same with zero_grad, the loss tracker and the
    metrics (Keras's own step, called in a loop);
-4. `model.fit` over NumPy arrays: the trainer (data adapter, each batch
-   converted to a tensor, the epoch iterator, callbacks, logs);
+4. `model.fit` over NumPy arrays, per batch (throughput.fit_runner's clock,
+   which leaves out fit's set-up and teardown): each batch converted to a
+   tensor, the epoch iterator, callbacks, logs;
 
 rows 3 and 4 once as throughput.py compiles (cross-entropy, no metric) and
 once as the scripts do (label smoothing 0.1 and the accuracy metric). Plain
@@ -24,7 +25,10 @@ PyTorch's rows: forward, loss and backward; and torch.optim.SGD's step
 rows alternate window by window, so a slow phase of the machine hits all;
 each figure is the median of the windows' milliseconds per batch.
 Before timing, `same_step` checks that rows 1-2 update the weights exactly
-as Keras's own train_step does (else they would time something else).
+as Keras's own train_step does (else they would time something else; work
+that moves no weight, an extra forward pass say, it cannot see). Keras's
+rows include the model's own scaling of the pixels and the L2 penalties in
+the loss; PyTorch's get scaled pixels and apply weight decay in the step.
 """
 
 import argparse
@@ -62,7 +66,7 @@ def batches(count=8):
     """`count` batches of random images and one-hot labels, as torch tensors."""
     import keras
     x, y = throughput.images(throughput.BATCH * count, (32, 32, 3))
-    y = keras.utils.to_categorical(y.ravel(), 10)
+    y = keras.utils.to_categorical(y.ravel(), 10).astype("float32")  # as fit() converts them
     return [(keras.ops.convert_to_tensor(x[i:i + throughput.BATCH]),
              keras.ops.convert_to_tensor(y[i:i + throughput.BATCH]))
             for i in range(0, len(x), throughput.BATCH)]
@@ -106,12 +110,17 @@ def same_step(tolerance=1e-6):
 
 
 def timed(step, data):
-    """run(n) -> seconds for n steps over `data`, after the step's first call."""
+    """run(n) -> seconds for n steps over `data`, after the step's first call
+    (on a GPU, until its queued work is done)."""
+    import torch
+
     def run(n):
         step(*data[0])
         start = time.perf_counter()
         for i in range(n):
             step(*data[i % len(data)])
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         return time.perf_counter() - start
     return run
 
@@ -131,8 +140,10 @@ def pytorch_rows(data_count=8):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
     x, y = throughput.images(throughput.BATCH * data_count, (32, 32, 3))
-    x = torch.from_numpy(x).permute(0, 3, 1, 2).float().div(255).contiguous(memory_format=torch.channels_last)
-    y = torch.from_numpy(y.ravel()).long()
+    device = next(model.parameters()).device  # the GPU where there is one, as Keras's tensors
+    x = torch.from_numpy(x).permute(0, 3, 1, 2).float().div(255).to(device).contiguous(
+        memory_format=torch.channels_last)
+    y = torch.from_numpy(y.ravel()).long().to(device)
     data = [(x[i:i + throughput.BATCH], y[i:i + throughput.BATCH]) for i in range(0, len(x), throughput.BATCH)]
 
     def backward_only(xb, yb):

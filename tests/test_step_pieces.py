@@ -73,3 +73,28 @@ def test_each_row_is_set_against_the_row_it_adds_a_piece_to():
     assert rows["1. a"] == ["11.0 (10.0-12.0)", "", " |"]
     assert rows["2. b"][0] == "15.0 (14.0-30.0)" and rows["2. b"][2] == "+4.0 |"  # medians, not means
     assert rows["4. d"][1:] == ["3. c", "+5.0 |"] and rows["3. e"][1:] == ["3. c", "+2.0 |"]
+
+
+def test_each_row_names_the_row_it_adds_a_piece_to(monkeypatch):
+    """rows() pairs each row with the one it adds a piece to: the update with
+    the bare pass, the first train_step with the update, the scripts' compile
+    with throughput.py's, each fit with its own compile's train_step."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import step_pieces
+    monkeypatch.setattr(step_pieces, "batches", lambda: [])
+    monkeypatch.setattr(step_pieces, "keras_model", lambda compile_as: compile_as)
+    monkeypatch.setattr(step_pieces, "timed", lambda step, data: "timed")
+    monkeypatch.setattr(step_pieces, "fitted", lambda model: "fitted " + model)
+    monkeypatch.setattr(step_pieces, "pytorch_rows", lambda: ("backward", "step"))
+    rows = step_pieces.rows()
+    ours, scripts = step_pieces.BENCHMARK_COMPILE, step_pieces.SCRIPT_COMPILE
+    assert {name: base for name, (_, base) in rows.items()} == {
+        "1. forward, loss and backward": None,
+        "2. and Keras's SGD update": "1. forward, loss and backward",
+        f"3. model.train_step, {ours}": "2. and Keras's SGD update",
+        f"4. model.fit, {ours}": f"3. model.train_step, {ours}",
+        f"3. model.train_step, {scripts}": f"3. model.train_step, {ours}",
+        f"4. model.fit, {scripts}": f"3. model.train_step, {scripts}",
+        "PyTorch: forward, loss and backward": None,
+        "PyTorch: and torch.optim.SGD's step": "PyTorch: forward, loss and backward"}
+    assert rows[f"4. model.fit, {scripts}"][0] == "fitted " + scripts  # the fit row fits its own compile
