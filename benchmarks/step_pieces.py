@@ -132,27 +132,19 @@ def fitted(model):
     return lambda n: run(n)[1] * n / (n - 1)
 
 
-def pytorch_rows(data_count=8):
-    """Plain PyTorch's two rows on throughput.pytorch_runner's network."""
-    import torch
-    run = throughput.pytorch_runner()
-    model = run.model
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    x, y = throughput.images(throughput.BATCH * data_count, (32, 32, 3))
-    device = next(model.parameters()).device  # the GPU where there is one, as Keras's tensors
-    x = torch.from_numpy(x).permute(0, 3, 1, 2).float().div(255).to(device).contiguous(
-        memory_format=torch.channels_last)
-    y = torch.from_numpy(y.ravel()).long().to(device)
-    data = [(x[i:i + throughput.BATCH], y[i:i + throughput.BATCH]) for i in range(0, len(x), throughput.BATCH)]
+def pytorch_rows():
+    """Plain PyTorch's two rows: throughput.pytorch_runner's network, optimizer,
+    loss and batches (on the GPU where there is one), its step cut in two."""
+    peer, size = throughput.pytorch_runner(), throughput.BATCH
+    data = [(peer.x[i:i + size], peer.y[i:i + size]) for i in range(0, len(peer.x), size)]
 
     def backward_only(xb, yb):
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(xb), yb).backward()
+        peer.optimizer.zero_grad(set_to_none=True)
+        peer.loss_fn(peer.model(xb), yb).backward()
 
     def with_step(xb, yb):
         backward_only(xb, yb)
-        optimizer.step()
+        peer.optimizer.step()
     return timed(backward_only, data), timed(with_step, data)
 
 
