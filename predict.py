@@ -160,34 +160,17 @@ def test_set(path, model, dataset=None, data_dir=None, stream=None):
     return x, y, {"dataset": split.root, "test_split": split.how()}
 
 
-def to_model_input(image, height, width, channels):
-    """An image as OpenCV read it (BGR, BGRA or grayscale, uint8 or 16-bit)
-    to uint8 (height, width, channels), RGB when colour."""
-    import cv2
-    if image.dtype != np.uint8:
-        image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, np.iinfo(image.dtype).max))
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    if channels == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.shape[2] == 1 \
-            else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    elif image.shape[2] == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    if image.shape[:2] != (height, width):
-        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-    return image.reshape(height, width, channels)
-
-
 def read_image(path, height, width, channels):
-    import cv2
+    """An image file read as training and the inspector read it (the same
+    reader, so a phone photo's EXIF orientation is applied here too)."""
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file")
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError(f"{path}: not an image OpenCV can read")
-    return to_model_input(image, height, width, channels)
+    if height != width:
+        raise ValueError(f"the checkpoint takes {height}x{width} images; the collection's models take square ones")
+    try:
+        return folders.read_image_file(path, height, channels)
+    except load_data.DataError:
+        raise ValueError(f"{path}: not an image OpenCV can read") from None
 
 
 def top_k(probabilities, names, k):

@@ -102,7 +102,7 @@ def one_hot(y, num_classes):
 # --------------------------------------------------------------------------
 
 # Settings that say where files are or how a run is shown: they may change on --resume.
-PLUMBING = {"resume", "fresh", "verbose", "output_dir", "data_dir", "multi_worker", "replicas"}
+PLUMBING = {"resume", "fresh", "verbose", "output_dir", "data_dir", "multi_worker", "replicas", "test_files_sha256"}
 
 
 # What --resume may change: more epochs continue a run (the schedule is then defined over the new length).
@@ -197,6 +197,10 @@ def _start_or_resume(args, paths, name, epochs, hyperparameters, code=None):
         if before and before.get("replicas", 1) != now.get("replicas", 1):  # its batch and rate were scaled so
             raise UsageError(f"--resume: the run in {out} trained on {before.get('replicas', 1)} device(s), global "
                              f"batch {before.get('batch_size')}; resume it on as many (--devices N)")
+        if before.get("test_files_sha256") not in (None, now.get("test_files_sha256")):
+            raise UsageError(f"--resume: {now['dataset']}: its test split is not the one the run in {out} was "
+                             f"made with (files added, removed or renamed since: the model may have trained on "
+                             f"test images now); put the folder back as it was, or start afresh with --fresh")
         changed = [c for c in _differences(before, now) if c[0] not in EXTENDABLE] if before else []
         if changed:
             listed = ", ".join(f"{_as_flag(k, b)} (now {_as_flag(k, n) if k in ON_OFF else repr(n)})"
@@ -312,8 +316,10 @@ class Run:
                                                           if k != "multi_worker" and not k.startswith("_")}}
         if data.source:  # so inspect_checkpoint.py and predict.py find the same test split again
             self.record["data"] = data.source
-        best_so_far = _start_or_resume(args, self.files, name, args.epochs, self.record["hyperparameters"],
-                                       self.code)
+        seen = dict(self.record["hyperparameters"])  # what --resume compares: the data as loaded too
+        if data.source:  # a folder by its absolute path, however it was spelled, and its test split's files
+            seen.update(dataset=data.source["dataset"], test_files_sha256=data.source.get("test_files_sha256"))
+        best_so_far = _start_or_resume(args, self.files, name, args.epochs, seen, self.code)
         self.throughput = history.Throughput(len(data.train[0]))
         self.best = checkpoints.BestCheckpoint(self.files["best"], data.class_names, best=best_so_far,
                                                run=self.record)

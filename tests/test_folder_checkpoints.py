@@ -262,3 +262,25 @@ def test_a_data_set_that_does_not_fit_the_checkpoint_is_one_line(make, expected,
         [summary["files"]["final"], "--dataset", other])))
     assert re.search(expected, one_line_error(capsys, predict.main(
         [summary["files"]["final"], "--test-index", "0", "--dataset", other])))
+
+
+def test_resume_takes_the_folder_however_spelled_and_refuses_a_changed_test_split(tmp_path, monkeypatch):
+    """--resume compares the data, not how its path was typed: the same
+    folder given with a trailing slash or relatively resumes; images added
+    to a class draw the held-out split again (the model has trained on some
+    of the new test images), and that is refused, not a contaminated figure."""
+    from cifarkit.cli import UsageError
+    folder = tmp_path / "photos"
+    make_folder(folder, NAMES_3, "flat", 10)
+    args = ["--model", "simple", "--image-size", str(SIZE), "--batch-size", "16", "--verbose", "0",
+            "--output-dir", str(tmp_path / "out")]
+    assert simple_cnn.main(args + ["--dataset", str(folder), "--epochs", "1"]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert simple_cnn.main(args + ["--dataset", "photos/", "--epochs", "2", "--resume"]) == 0
+    import cv2
+    before = folders.FolderSplit(str(folder)).test_digest()
+    for k in range(3):  # 13 bees: 3 held out, not 2
+        assert cv2.imwrite(str(folder / "bee" / f"new{k}.png"), np.full((20, 20, 3), 90, np.uint8))
+    assert folders.FolderSplit(str(folder)).test_digest() != before  # the split is drawn again
+    with pytest.raises(UsageError, match=r"photos: its test split is not the one the run .* was made with"):
+        simple_cnn.main(args + ["--dataset", str(folder), "--epochs", "3", "--resume"])

@@ -221,3 +221,29 @@ def test_stream_is_for_folders_only(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--stream" in err[0]
+
+
+def _with_exif_orientation(jpeg, orientation):
+    """A JPEG's bytes with an EXIF block that holds only the orientation tag
+    (0x0112), as a phone writes it: the pixels stay stored unrotated."""
+    import struct
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1) \
+        + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", 0)
+    app1 = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+
+
+def test_predict_reads_a_phone_photo_as_training_does(tmp_path):
+    """A JPEG tagged 'rotate 90 degrees' (almost every phone photo) is turned
+    upright by the reader training and the inspector use; predict.py read it
+    sideways and scored a folder the inspector found 100% right at chance."""
+    import cv2
+    wide = np.zeros((20, 40, 3), np.uint8)
+    wide[:, :20] = (0, 0, 255)  # left half red (BGR), right half black
+    ok, jpeg = cv2.imencode(".jpg", wide, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    path = tmp_path / "phone.jpg"
+    path.write_bytes(_with_exif_orientation(jpeg.tobytes(), 6))  # 6: rotate 90 clockwise to view
+    trained = folders.read_image_file(str(path), 32, 3)
+    np.testing.assert_array_equal(predict.read_image(str(path), 32, 32, 3), trained)
+    # upright, the red half is on top: the tag was applied, not ignored
+    assert trained[:12, :, 0].mean() > 200 and trained[20:, :, 0].mean() < 50
