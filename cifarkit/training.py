@@ -397,17 +397,20 @@ class Run:
         (multiworker.fit) splits them itself."""
         return self.multi_worker is not None
 
-    def save(self, model, test_loss, test_accuracy):
+    def save(self, model, test_loss, test_accuracy, parameters=None, extra=None):
         """The final checkpoint, the history's plot and, last, the summary
         (each renamed into place whole; the backup stays, so a run killed
-        here finishes with --resume). Returns the summary."""
+        here finishes with --resume). Returns the summary. `parameters`: the
+        network's count where `model` wraps it in more (test-time views);
+        `extra`: more figures for the summary and the checkpoint's metrics."""
+        extra = dict(extra or {})
         wall = (self.throughput.train_end or time.perf_counter()) - self.start  # fit() alone
         rows = history.read_history(self.files["history"])
         last = {k: float(v) for k, v in (rows[-1] if rows else {}).items() if k != "epoch" and v}
         test_loss, test_accuracy = float(test_loss), float(test_accuracy)
         checkpoints.save_h5(model, self.files["final"], self.data.class_names,
                             dict(self.record, checkpoint="final", epoch=len(rows),
-                                 metrics=dict(last, test_loss=test_loss, test_accuracy=test_accuracy)))
+                                 metrics=dict(last, test_loss=test_loss, test_accuracy=test_accuracy, **extra)))
         history.plot_history(self.files["history"], self.files["plot"],
                              f"{self.name}: test accuracy {test_accuracy:.4f}")
         args = self.args
@@ -415,10 +418,11 @@ class Run:
             "model": self.name,
             "command": " ".join(["python3", self.script] + list(getattr(args, "_argv", sys.argv[1:]))),
             "date": time.strftime("%Y-%m-%d"),
-            "parameters": int(model.count_params()),
+            "parameters": int(model.count_params() if parameters is None else parameters),
             "trainable_parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
             "test_loss": test_loss,
             "test_accuracy": test_accuracy,
+            **extra,
             "best_val_accuracy": None if self.best.best == -np.inf else self.best.best,
             "epochs_run": len(rows),
             "epochs_this_session": len(self.throughput.epoch_seconds),
