@@ -168,11 +168,9 @@ def whitening_kernel(images, normalization, eps=WHITEN_EPS):
 
 
 def whiten(model, images, eps=WHITEN_EPS):
-    """Set the first convolution to the whitening of `images` and freeze its
-    kernel (its bias still trains)."""
-    layer = model.get_layer("whiten")
-    layer.kernel.assign(whitening_kernel(images, model.layers[1], eps))
-    layer.kernel.trainable = False
+    """Set the first convolution's kernel to the whitening of `images` (the
+    optimizer keeps it frozen: `optimizer_for`)."""
+    model.get_layer("whiten").kernel.assign(whitening_kernel(images, model.layers[1], eps))
 
 
 # --------------------------------------------------------------------------
@@ -263,12 +261,15 @@ def optimizer_for(args, model, steps_per_epoch):
     steps = steps_per_epoch * args.epochs
     norm_biases = {w.path for layer in model.layers if isinstance(layer, layers.BatchNormalization)
                    for w in layer.trainable_weights}
-    whiten_bias = model.get_layer("whiten").bias.path
+    whiten = model.get_layer("whiten")  # its kernel frozen by the optimizer, not by trainable=False, which
+    freeze_at = {whiten.bias.path: args.whiten_bias_freeze_epoch * steps_per_epoch}  # reorders the saved weights
+    if args.whiten:
+        freeze_at[whiten.kernel.path] = 0
     decay = args.weight_decay * args.batch_size / 1024 / kilostep  # per step at the peak rate
     return AirbenchSGD(WarmupLinear(peak, steps, args.warmup_fraction, args.lr_start_factor, args.lr_end_factor),
                        momentum=args.momentum, decay=decay / peak,
                        scales={p: args.bias_lr_scale for p in norm_biases},
-                       freeze_at={whiten_bias: args.whiten_bias_freeze_epoch * steps_per_epoch},
+                       freeze_at=freeze_at,
                        every=args.lookahead_every, decay_at_end=args.lookahead_decay, steps=steps)
 
 
