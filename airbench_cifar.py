@@ -223,9 +223,13 @@ class AirbenchSGD(keras.optimizers.Optimizer):
         self.momentums = [self.add_variable_from_reference(v, "momentum") for v in variables]
         self.scale_of = [self.scales.get(v.path, 1.0) for v in variables]  # by index: update_step may get
         self.freeze_of = [self.freeze_at.get(v.path) for v in variables]  # the backend's variable, without a path
-        self.averages = [self.add_variable_from_reference(v, "average") for v in variables] if self.every else []
-        for average, v in zip(self.averages, variables):
-            average.assign(v)
+        # each average starts as its weights (an initializer: build may run where an assign would not last)
+        self.averages = [self.add_variable_from_reference(v, "average", initializer=self._copy_of(v))
+                         for v in variables] if self.every else []
+
+    @staticmethod
+    def _copy_of(variable):
+        return lambda shape, dtype: ops.cast(ops.copy(variable.value), dtype)
 
     def update_step(self, gradient, variable, learning_rate):
         i = self._get_variable_index(variable)
