@@ -307,8 +307,13 @@ class AirbenchBatches(keras.utils.PyDataset):
             self.flips = np.random.default_rng([seed, 2, epoch]).random(n) < 0.5
         self.shifts = np.random.default_rng([seed, 3, epoch]).integers(-self.translate, self.translate + 1, (n, 2))
 
+    @staticmethod
+    def batches_in(n, batch_size):
+        """Batches an epoch: the last partial one dropped (one, of all n, where n < batch_size)."""
+        return n // min(batch_size, n)
+
     def __len__(self):
-        return len(self.images) // self.batch_size
+        return self.batches_in(len(self.images), self.batch_size)
 
     def __getitem__(self, index):
         chosen = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
@@ -418,9 +423,6 @@ def main(argv=None):
     data = training.prepare_data(args)  # data.train, data.validation, data.test: (images, labels)
     first = sample(data.train[0], args.whiten_images)  # the whitening's images; and the channels' statistics
     mean, std = first.reshape(-1, first.shape[-1]).mean(0), first.reshape(-1, first.shape[-1]).std(0)
-    batches = AirbenchBatches(data.train[0], training.one_hot(data.train[1], data.num_classes), args.batch_size,
-                              seed=args.seed, flip=args.flip, alternate=args.alternate_flip,
-                              translate=args.translate)
 
     # Model
     with scope:
@@ -429,7 +431,8 @@ def main(argv=None):
                             logit_scale=args.logit_scale, dirac_init=args.dirac_init)
         if args.whiten:
             whiten(model, first)
-        model.compile(optimizer=optimizer_for(args, model, len(batches)),
+        steps_per_epoch = AirbenchBatches.batches_in(len(data.train[0]), args.batch_size)
+        model.compile(optimizer=optimizer_for(args, model, steps_per_epoch),
                       loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
                       metrics=["accuracy"])
     model.summary()
@@ -438,7 +441,9 @@ def main(argv=None):
     run = training.Run(args, data, training.run_name(args, "airbench94"), note="single view each epoch")
     callbacks = run.callbacks()  # those of every run
     initial_epoch = run.resume(model)  # --resume: the last finished epoch's weights, optimizer and callbacks
-    batches.start_epoch(initial_epoch)
+    batches = AirbenchBatches(data.train[0], training.one_hot(data.train[1], data.num_classes), args.batch_size,
+                              seed=args.seed, epoch=initial_epoch, flip=args.flip, alternate=args.alternate_flip,
+                              translate=args.translate)  # flipped and shifted as the epoch it starts at
     model.fit(batches, shuffle=False, validation_data=run.validation_data(), epochs=args.epochs,
               initial_epoch=initial_epoch, callbacks=callbacks, verbose=args.verbose)
 

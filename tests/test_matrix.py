@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 
+import airbench_cifar
 import allconv_cifar
 import inspect_checkpoint
 import load_data
@@ -30,6 +31,7 @@ SCRIPTS = {  # module, flags for its smallest model, the built-in data sets it c
     "vgg19_cifar": (vgg19_cifar, ["--config", "A"], BUILT_IN[:3]),  # needs 32x32 images
     "allconv_cifar": (allconv_cifar, [], BUILT_IN),
     "resnet18_fashion_mnist": (resnet18_fashion_mnist, ["--resize", "32"], BUILT_IN),
+    "airbench_cifar": (airbench_cifar, ["--widths", "(8, 8, 8)"], BUILT_IN),
 }
 CASES = [(script, data) for script, (_, _, sets) in SCRIPTS.items() for data in sets + ("folder", "streamed")]
 CLASSES = ("bee", "cat", "owl")
@@ -68,8 +70,14 @@ def test_train_resume_predict_inspect(script, data, folder, small_sets, tmp_path
             shuffled_from.append(epoch)
         original(self, images, targets, batch_size, shuffle, seed, workers, epoch)
     monkeypatch.setattr(streaming.FileBatches, "__init__", spy)
+    own = airbench_cifar.AirbenchBatches.__init__  # airbench's own batches, in memory or streamed
+
+    def spy_own(self, *args, epoch=0, **kwargs):
+        shuffled_from.append(epoch)
+        own(self, *args, epoch=epoch, **kwargs)
+    monkeypatch.setattr(airbench_cifar.AirbenchBatches, "__init__", spy_own)
     module.main(argv + ["--epochs", "2", "--resume"])  # a finished run continues for one more epoch
-    assert shuffled_from == ([1] if data == "streamed" else [])  # the order epoch 2 would have had
+    assert shuffled_from == ([1] if data == "streamed" or module is airbench_cifar else [])  # epoch 2's order
     (path,) = out.glob("*_summary.json")
     summary = json.loads(path.read_text())
     assert summary["epochs_run"] == 2 and summary["epochs_this_session"] == 1
