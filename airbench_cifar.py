@@ -52,6 +52,7 @@ Expected result: not yet measured (results/ will hold the runs).
 from cifarkit import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)
 
 import sys
+import time
 
 import numpy as np
 
@@ -60,7 +61,6 @@ from keras import layers, ops
 
 from cifarkit import cli
 from cifarkit import devices
-from cifarkit import folders
 from cifarkit import preprocessing
 from cifarkit import streaming
 from cifarkit import training
@@ -421,6 +421,7 @@ def main(argv=None):
 
     # Data
     data = training.prepare_data(args)  # data.train, data.validation, data.test: (images, labels)
+    job_start = time.perf_counter()  # airbench's timed job: whitening, training, test-time evaluation
     first = sample(data.train[0], args.whiten_images)  # the whitening's images; and the channels' statistics
     mean, std = first.reshape(-1, first.shape[-1]).mean(0), first.reshape(-1, first.shape[-1]).std(0)
 
@@ -452,11 +453,12 @@ def main(argv=None):
     tta = with_tta(model, args.tta_level)
     tta.compile(loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
     test_loss, test_accuracy = tta.evaluate(**run.test_data(), verbose=0)
+    job_seconds = time.perf_counter() - job_start  # (with this session's checkpoints and backups; data loading apart)
     views = len(tta_views(*data.input_shape[:2], args.tta_level))
     print(f"Single view: test accuracy {single_accuracy:.4f}; with its {views} test-time views (the checkpoint):")
     run.save(tta, test_loss, test_accuracy, parameters=model.count_params(),
              extra={"test_accuracy_single_view": float(single_accuracy), "test_loss_single_view": float(single_loss),
-                    "tta_views": views})
+                    "tta_views": views, "job_seconds": round(job_seconds, 2)})
     return 0
 
 

@@ -127,6 +127,9 @@ def test_set(path, model, dataset=None, data_dir=None, stream=None):
         if count != n_out:
             raise load_data.DataError(f"{name}: {count} classes, but the checkpoint predicts {n_out}; give the "
                                       f"data set it was trained on (--dataset)")
+        if data_dir is None:  # the folder the run read it from, while it is there (not a download)
+            then = (run.get("hyperparameters") or {}).get("data_dir")
+            data_dir = then if then and os.path.isdir(then) else None
         _, (x, y), names = load_data.load(name, data_dir)
         _check_classes(name, names, stored_names, n_out)
         return x, y, {"dataset": name, "test_split": "its own test set"}
@@ -216,8 +219,8 @@ def main(argv=None):
             x_test, y_test, _ = test_set(args.checkpoint, model, args.dataset, args.data_dir, stream=True)
         except (ValueError, load_data.DataError) as e:
             print(f"error: {e}", file=sys.stderr)
-            return 1
-        for i in args.test_index:
+            failed, x_test = failed + len(args.test_index), None  # the image files are still classified
+        for i in args.test_index if x_test is not None else []:
             if not 0 <= i < len(x_test):
                 print(f"error: --test-index {i} is outside 0..{len(x_test) - 1}", file=sys.stderr)
                 failed += 1

@@ -44,6 +44,8 @@ PUBLISHED = {
     ("resnet18_fashion_mnist.py", "fashion_mnist_resnet18", None): (93.0, "seed's code 92.6%, benchmark 94.9%", 5),
     ("vgg19_cifar.py", "cifar10_VGG19", None): (93.4, "seed, ImageNet start, 200 epochs", 200),
     ("allconv_cifar.py", "cifar10_allconv", None): (92.75, "paper, with augmentation, 350 epochs", 350),
+    # its final figure is with the checkpoint's test-time views, as airbench's; the single view beside it
+    ("airbench_cifar.py", "cifar10_airbench94", None): (94.0, "airbench94, 9.9 epochs, with its views", 10),
 }
 # Flags that say where files are or how a run is shown, not what is trained:
 # left out of the table (with their values; --resume has none).
@@ -140,8 +142,10 @@ def row(summary):
     best_text = f"{100 * best:.2f}% (chosen on the test set)" if best is not None and on_test else \
         (f"{100 * best:.2f}% (validation)" if best is not None else "")
     speed = summary.get("train_images_per_s")
-    return "| `{}` | {} | **{:.2f}%** | {} | {} | {} | {}, {} | {} | {} |".format(
-        shown_command(summary), summary["epochs_run"], accuracy, best_text,
+    single = summary.get("test_accuracy_single_view")  # a checkpoint with test-time views: the single view beside
+    views = f" ({summary.get('tta_views')} views; single view {100 * single:.2f}%)" if single is not None else ""
+    return "| `{}` | {} | **{:.2f}%**{} | {} | {} | {} | {}, {} | {} | {} |".format(
+        shown_command(summary), summary["epochs_run"], accuracy, views, best_text,
         verdict(summary, accuracy), f"{speed:,.0f}" if speed else "", hardware(summary),
         summary.get("backend", ""), summary.get("date", ""), code(summary))
 
@@ -160,11 +164,15 @@ def recipe_key(summary):
 
 def mean_row(group):
     """The mean of several runs of one command, held to the target."""
+    import statistics
     accuracies = [100 * s["test_accuracy"] for s in group]
     mean = sum(accuracies) / len(accuracies)
     shown = dict(group[0], epochs_run=min(s["epochs_run"] for s in group))
-    return "| mean of the {} runs above | | **{:.2f}%** ({}) | | {} | | | | |".format(
-        len(group), mean, ", ".join(f"{a:.2f}" for a in accuracies), verdict(shown, mean))
+    singles = [100 * s["test_accuracy_single_view"] for s in group if "test_accuracy_single_view" in s]
+    single = f"; single view {sum(singles) / len(singles):.2f}%" if len(singles) == len(group) else ""
+    return "| mean of the {} runs above | | **{:.2f}%** ({}; sd {:.2f}{}) | | {} | | | | |".format(
+        len(group), mean, ", ".join(f"{a:.2f}" for a in accuracies), statistics.stdev(accuracies), single,
+        verdict(shown, mean))
 
 
 def table(summaries):

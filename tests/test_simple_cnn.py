@@ -280,3 +280,34 @@ def test_torch_backend_smoke(tmp_path, fake_cifar):
                             capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("test image 0 (true: ")
+
+
+def test_the_tools_read_a_built_in_set_from_the_folder_the_run_used(tmp_path, monkeypatch, capsys):
+    """A checkpoint trained with --data-dir D is tested on D's copy (not a
+    download into ~/.keras); with the test set nowhere, predict.py still
+    classifies the image files it was given and exits 1."""
+    import cv2
+    import load_data
+    use_synthetic(monkeypatch)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    out = tmp_path / "out"
+    simple_cnn.main(["--model", "simple", "--output-dir", str(out), "--data-dir", str(data_dir)] + FAST)
+    ckpt = str(out / "cifar10_simple_final.h5")
+    asked = []
+    real_load = load_data.load
+    monkeypatch.setattr(load_data, "load", lambda name, data_dir=None, *a, **k: (asked.append(data_dir),
+                                                                                 real_load(name, data_dir, *a, **k))[1])
+    model, _ = predict.load_checkpoint(ckpt)
+    predict.test_set(ckpt, model)
+    assert asked == [str(data_dir)]
+
+    def nowhere(*args, **kwargs):
+        raise load_data.DataError("cifar-10-python.tar.gz: not found")
+    monkeypatch.setattr(load_data, "load", nowhere)
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    capsys.readouterr()
+    assert predict.main([ckpt, str(image), "--test-index", "0"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{image}: ") and "not found" in captured.err
