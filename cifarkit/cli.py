@@ -429,8 +429,8 @@ def run(main):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        print("\nInterrupted. The finished epochs are kept: continue with the same command and --resume.",
-              file=sys.stderr)
+        print("\nInterrupted. Finished epochs, if any, are kept: the same command with --resume continues "
+              "after the last one (without, a run that finished none starts afresh).", file=sys.stderr)
         sys.exit(130)
     except ValueError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -234,7 +234,9 @@ def _start_or_resume(args, paths, name, epochs, hyperparameters, code=None):
         print(f"Nothing to resume in {folder}: starting from epoch 1")
     else:
         found = [os.path.basename(p) for p in (folder, paths["history"]) if os.path.exists(p)]
-        if found and not getattr(args, "fresh", False):
+        trained = backup.read_state(folder) is not None or history.read_history(paths["history"]) \
+            or os.path.isfile(paths["summary"])  # a run that died before its first epoch kept nothing to lose
+        if found and trained and not getattr(args, "fresh", False):
             raise UsageError(f"{out} already holds a run of {name} ({', '.join(found)}): continue it with "
                              f"--resume, or start afresh with --fresh (which deletes them)")
     shutil.rmtree(folder, ignore_errors=True)

@@ -40,6 +40,25 @@ def test_a_new_run_does_not_overwrite_a_finished_one(finished):
     assert len(rows(finished / "cifar10_simple_history.csv")) == 1
 
 
+def test_a_run_that_died_before_its_first_epoch_does_not_block_its_command(tmp_path, monkeypatch):
+    """An edited model that fails in its first step (or a Ctrl-C while the
+    data loads) left an empty backup and a header-only history: nothing to
+    lose, so the same command runs again without --fresh."""
+    use_synthetic(monkeypatch, 96, 32)
+    out = tmp_path / "out"
+
+    def broken(*args, **kwargs):
+        raise ValueError("an edit that breaks the first step")
+    real_fit = keras.Model.fit
+    monkeypatch.setattr(keras.Model, "fit", broken)
+    with pytest.raises(ValueError, match="breaks the first step"):
+        simple_cnn.main(ARGS + ["--output-dir", str(out)])
+    assert (out / ".cifar10_simple_resume").is_dir()
+    monkeypatch.setattr(keras.Model, "fit", real_fit)
+    assert simple_cnn.main(ARGS + ["--output-dir", str(out)]) == 0
+    assert len(rows(out / "cifar10_simple_history.csv")) == 2
+
+
 def test_resume_of_a_finished_run_says_so(finished):
     with pytest.raises(cli.UsageError, match=r"has finished"):
         simple_cnn.main(ARGS + ["--output-dir", str(finished), "--resume"])
