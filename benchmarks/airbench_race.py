@@ -44,8 +44,9 @@ def cpu_kind():
     return "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "no bfloat16 (AVX2)"
 
 
-def ours(backend, epochs, subset, seed):
-    with tempfile.TemporaryDirectory() as out:
+def ours(backend, epochs, subset, seed, keep=None):
+    with tempfile.TemporaryDirectory() as scratch:
+        out = os.path.join(keep, f"seed{seed}") if keep else scratch
         command = [sys.executable, os.path.join(ROOT, "airbench_cifar.py"), "--epochs", str(epochs), "--seed",
                    str(seed), "--output-dir", out, "--verbose", "0"] + (["--subset", str(subset)] if subset else [])
         done = subprocess.run(command, cwd=ROOT, env=dict(os.environ, KERAS_BACKEND=backend),
@@ -95,6 +96,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--subset", type=int, default=0, help="train on the first N images (quick looks)")
     parser.add_argument("--backend", default="tensorflow", help="ours: the Keras backend")
+    parser.add_argument("--seed", type=int, default=0, help="round i trains with seed SEED + i, both sides")
+    parser.add_argument("--keep", metavar="DIR", help="keep our runs' folders in DIR/seed<N> (a run for results/)")
     parser.add_argument("--docs", action="store_true", help="put the table into docs/speed.md")
     args = parser.parse_args(argv)
     bfloat16 = bool(hardware.cpu_flags())  # as the script's default on a CPU
@@ -104,8 +107,9 @@ def main(argv=None):
         runs = {}
         for side in (("ours", "peer") if first == "ours" else ("peer", "ours")):
             print(f"round {i + 1}: {side} ...", flush=True)
-            runs[side] = ours(args.backend, args.epochs, args.subset, i) if side == "ours" else \
-                peer(args.epochs, args.subset, i, bfloat16)
+            seed = args.seed + i
+            runs[side] = ours(args.backend, args.epochs, args.subset, seed, args.keep) if side == "ours" else \
+                peer(args.epochs, args.subset, seed, bfloat16)
             print(f"  {runs[side]['job_seconds']:.0f} s, test accuracy {runs[side]['test_accuracy']:.4f}", flush=True)
         rounds.append(dict(runs, first=first, ratio=runs["peer"]["job_seconds"] / runs["ours"]["job_seconds"]))
     result = {"machine": hardware.machine_description(), "cpu_kind": cpu_kind(), "date": time.strftime("%Y-%m-%d"),
