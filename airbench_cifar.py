@@ -417,7 +417,8 @@ def sample(images, n):
 
 def main(argv=None):
     args = parse_args(argv)
-    scope = devices.setup(args)  # seeds, precision and devices: the scope to build the model in
+    # seeds, precision and devices: the scope to build the model in (its rate follows the batch already)
+    scope = devices.setup(args, scale_learning_rate=False)
 
     # Data
     data = training.prepare_data(args)  # data.train, data.validation, data.test: (images, labels)

@@ -247,7 +247,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    scope = devices.setup(args)  # seeds, precision and devices: the scope to build the model in
+    # seeds, precision and devices: the scope to build the model in (seed's Adam: no linear scaling)
+    scope = devices.setup(args, scale_learning_rate=args.recipe == "fast")
 
     # Data
     data = training.prepare_data(args)  # data.train, data.validation, data.test: (images, labels)

@@ -22,14 +22,17 @@ from cifarkit import hardware
 from cifarkit.cli import UsageError
 
 
-def setup(args):
+def setup(args, scale_learning_rate=True):
     """Seed everything (weights, shuffling, augmentation) and choose the
     devices. Returns the context to build and compile the model in; the
     number of data-parallel replicas is kept as `args.replicas`, and the
     multi-worker strategy, when TF_CONFIG asks for one, as `args.multi_worker`.
     With several replicas, `args.batch_size` becomes the global batch and
     `args.learning_rate` is scaled with it (the linear scaling rule), so the
-    script's optimizer and schedule use the scaled values."""
+    script's optimizer and schedule use the scaled values. The rule is an
+    SGD result (Goyal et al., 2017): a script whose optimizer is Adam or
+    RMSprop, or whose rate already follows the batch, passes
+    `scale_learning_rate=False` and keeps its rate."""
     args.multi_worker = None
     if os.environ.get("TF_CONFIG"):  # before TensorFlow does anything else
         from cifarkit import multiworker
@@ -57,10 +60,12 @@ def setup(args):
     else:
         scope, args.replicas = data_parallel(args.devices)
     if args.replicas > 1:  # the linear scaling rule: what the script reads is already scaled
-        print(f"Data-parallel training on {args.replicas} replicas: batch {args.batch_size} x {args.replicas}, "
-              f"learning rate {args.learning_rate} x {args.replicas} (linear scaling rule)")
+        rate = f"learning rate {args.learning_rate} x {args.replicas} (linear scaling rule)" if scale_learning_rate \
+            else f"learning rate {args.learning_rate} as it is"
+        print(f"Data-parallel training on {args.replicas} replicas: batch {args.batch_size} x {args.replicas}, {rate}")
         args.batch_size *= args.replicas
-        args.learning_rate *= args.replicas
+        if scale_learning_rate:
+            args.learning_rate *= args.replicas
     return scope
 
 

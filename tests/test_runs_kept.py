@@ -160,3 +160,25 @@ def test_a_run_resumed_on_another_number_of_devices_says_so(tmp_path, monkeypatc
         json.dump(settings, f)
     with pytest.raises(cli.UsageError, match=r"trained on 2 device\(s\), global batch 32; resume it on as many"):
         simple_cnn.main(argv[:3] + ["2"] + argv[4:] + ["--resume"])
+
+
+@pytest.mark.parametrize("script, argv, scaled", [
+    (simple_cnn, ["--model", "simple"], False),  # Adam: the linear scaling rule is an SGD result
+    (resnet_cifar, ["--depth", "8", "--recipe", "seed"], False),
+    (resnet_cifar, ["--depth", "8", "--recipe", "fast"], True)])
+def test_data_parallel_training_scales_the_rate_of_sgd_only(script, argv, scaled, tmp_path, monkeypatch):
+    """On 2 replicas the global batch doubles; the learning rate doubles with
+    it for SGD (Goyal et al.) and stays for Adam (an 8-GPU machine trained
+    simple_cnn.py's Adam at 8e-3)."""
+    import contextlib
+    import json
+    from cifarkit import devices
+    use_synthetic(monkeypatch, 64, 16)
+    monkeypatch.setattr(devices, "data_parallel", lambda n: (contextlib.nullcontext(), 2))
+    given = script.parse_args(argv).learning_rate
+    out = tmp_path / "out"
+    assert script.main(argv + ["--epochs", "1", "--batch-size", "16", "--verbose", "0", "--output-dir", str(out)]) == 0
+    (path,) = out.glob("*_summary.json")
+    hyperparameters = json.loads(path.read_text())["hyperparameters"]
+    assert hyperparameters["batch_size"] == 32
+    assert hyperparameters["learning_rate"] == pytest.approx(given * (2 if scaled else 1))
