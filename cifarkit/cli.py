@@ -26,7 +26,8 @@
   and epochs positive, rates and factors in range, fractions in [0, 1), the
   data and output folders usable): a bad one is one line on stderr, exit 2;
 - `run`: a script's main() with its errors (bad data, bad values, Keras's own
-  ValueErrors from a bad combination) as one line on stderr, exit 1.
+  ValueErrors from a bad combination, with the line of ours they came from)
+  as one line on stderr, exit 1.
 """
 
 import argparse
@@ -434,5 +435,18 @@ def run(main):
         sys.exit(130)
     except ValueError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"error: {first}", file=sys.stderr)
+        print(f"error: {first}{_where(e)}", file=sys.stderr)
         sys.exit(1)
+
+
+def _where(error):
+    """Where in the collection's own code an error arose (the innermost line
+    of it in the traceback): an edited model's bad line, named."""
+    import traceback
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ours = [f for f in traceback.extract_tb(error.__traceback__)
+            if os.path.abspath(f.filename).startswith(root + os.sep) and "site-packages" not in f.filename]
+    if not ours:
+        return ""
+    frame = ours[-1]
+    return f" (at {os.path.relpath(frame.filename, root)} line {frame.lineno}, in {frame.name})"

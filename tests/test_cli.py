@@ -107,7 +107,9 @@ def test_keras_value_errors_reach_the_user_as_one_line(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.run(main)
     assert exit_.value.code == 1
-    assert capsys.readouterr().err == "error: Input 0 of layer 'dense' is incompatible with the layer:\n"
+    line = main.__code__.co_firstlineno + 1  # where it was raised: an edited model's line is named
+    assert capsys.readouterr().err == ("error: Input 0 of layer 'dense' is incompatible with the layer: "
+                                       f"(at tests/test_cli.py line {line}, in main)\n")
 
 
 def test_from_the_shell_a_bad_value_is_the_only_line_and_tensorflow_is_quiet(tmp_path):
