@@ -78,6 +78,19 @@ def whitening(x, eps=5e-4):
     return torch.cat([filters, -filters]).float()
 
 
+def shifted(x, flips, shifts):
+    """uint8 images (N x C x H x W) mirrored where `flips`, then shifted by
+    whole pixels with the border reflected: one gather for the batch."""
+    x = torch.where(flips.view(-1, 1, 1, 1), x.flip(-1), x)
+    n, _, h, w = x.shape
+
+    def reflected(size, s):
+        i = torch.arange(size)[None] - s[:, None]
+        return torch.where(i < 0, -i, torch.where(i >= size, 2 * (size - 1) - i, i))
+    rows, cols = reflected(h, shifts[:, 0]), reflected(w, shifts[:, 1])
+    return x[torch.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
 def views(x):
     """The 6 test-time views and their weights."""
     padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
@@ -123,13 +136,11 @@ def job(x, y, xt, yt, epochs, autocast, seed=0, batch=1024):
     for epoch in range(epochs):
         net.whiten.bias.requires_grad_(epoch < 3)
         flips = coins ^ bool(epoch % 2)
-        images = torch.where(flips.view(-1, 1, 1, 1), x.flip(-1), x)
-        padded = F.pad(net.normalize(images), (2, 2, 2, 2), mode="reflect")
-        dy, dx = torch.randint(-2, 3, (2, len(x)))
+        shifts = torch.randint(-2, 3, (len(x), 2))
         order = torch.randperm(len(x))
         for i in range(steps_per_epoch):
             chosen = order[i * batch:(i + 1) * batch]
-            crops = torch.stack([padded[j, :, 2 - dy[j]:34 - dy[j], 2 - dx[j]:34 - dx[j]] for j in chosen.tolist()])
+            crops = net.normalize(shifted(x[chosen], flips[chosen], shifts[chosen]))
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 logits = net(crops.contiguous(memory_format=torch.channels_last)).float()
             loss = F.cross_entropy(logits, y[chosen], label_smoothing=0.2, reduction="sum")
