@@ -133,7 +133,8 @@ def build_model(normalization, input_shape=(32, 32, 3), num_classes=10, widths=W
     x = layers.Activation("gelu", name="whiten_gelu")(x)
     for i, width in enumerate(widths, 1):
         x = conv_block(x, width, bn_momentum, name=f"block{i}")
-    x = layers.GlobalMaxPooling2D(name="pool")(x)  # airbench's max-pool 3 over the 3x3 left of 32x32 images
+    # airbench's max-pool 3 is this on 32x32 (and 28x28) images, whose blocks leave 3x3; larger images keep one max
+    x = layers.GlobalMaxPooling2D(name="pool")(x)
     x = layers.Dense(num_classes, use_bias=False, kernel_initializer=pytorch_default(), name="head")(x)
     x = layers.Rescaling(logit_scale, name="logits")(x)
     outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(x)
@@ -260,7 +261,7 @@ class AirbenchSGD(keras.optimizers.Optimizer):
 
 def optimizer_for(args, model, steps_per_epoch):
     """airbench's hyperparameters in its decoupled form, as this optimizer takes them."""
-    kilostep = 1 + 1 / (1 - args.momentum)  # Nesterov's step at constant gradients, in gradients
+    kilostep = 1 + 1 / (1 - args.momentum)  # airbench's measure of how much momentum enlarges a step
     peak = args.learning_rate * args.batch_size / 1024 / kilostep  # for the mean loss over a batch
     steps = steps_per_epoch * args.epochs
     norm_biases = {w.path for layer in model.layers if isinstance(layer, layers.BatchNormalization)
@@ -403,10 +404,30 @@ def with_tta(model, level=TTA_LEVEL):
 # Main
 # --------------------------------------------------------------------------
 
+CHECKS = {  # what the collection's checks by name leave open: (good?, what a good value is)
+    "lookahead_every": (lambda v: isinstance(v, int) and v >= 0, "a whole number, 0 (off) or more"),
+    "translate": (lambda v: isinstance(v, int) and v >= 0, "a whole number of pixels, 0 (off) or more"),
+    "whiten_images": (lambda v: isinstance(v, int) and v >= 1, "a whole number, 1 or more"),
+    "whiten_bias_freeze_epoch": (lambda v: isinstance(v, int) and v >= 0, "a whole number, 0 or more"),
+    "warmup_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "lookahead_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "bias_lr_scale": (lambda v: v > 0, "more than 0"),
+    "logit_scale": (lambda v: v > 0, "more than 0"),
+    "widths": (lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and all(isinstance(w, int) and w >= 1 for w in v),
+               "three whole numbers, e.g. (64, 256, 256)"),
+}
+
+
 def parse_args(argv=None):
     """The command line over the hyperparameters above, as this module holds them now."""
-    return cli.parse_args(sys.modules[__name__], __doc__.splitlines()[0], argv, choices={"TTA_LEVEL": TTA_LEVELS},
+    args = cli.parse_args(sys.modules[__name__], __doc__.splitlines()[0], argv, choices={"TTA_LEVEL": TTA_LEVELS},
                           only={"ALTERNATE_FLIP": {"FLIP": (True,)}})
+    for name, (good, expected) in CHECKS.items():
+        value = getattr(args, name)
+        if isinstance(value, bool) or not good(value):
+            cli.OneLineParser(prog="airbench_cifar.py").error(f"--{name.replace('_', '-')} must be {expected}, "
+                                                                f"got {value!r}")
+    return args
 
 
 def sample(images, n):
@@ -446,11 +467,15 @@ def main(argv=None):
     batches = AirbenchBatches(data.train[0], training.one_hot(data.train[1], data.num_classes), args.batch_size,
                               seed=args.seed, epoch=initial_epoch, flip=args.flip, alternate=args.alternate_flip,
                               translate=args.translate)  # flipped and shifted as the epoch it starts at
-    model.fit(batches, shuffle=False, validation_data=run.validation_data(), epochs=args.epochs,
-              initial_epoch=initial_epoch, callbacks=callbacks, verbose=args.verbose)
+    fitted = model.fit(batches, shuffle=False, validation_data=run.validation_data(), epochs=args.epochs,
+                       initial_epoch=initial_epoch, callbacks=callbacks, verbose=args.verbose)
 
     # Evaluation and saving: the single view, then the test-time views (the headline, and the checkpoint)
-    single_loss, single_accuracy = model.evaluate(**run.test_data(), verbose=0)
+    last = {k: v[-1] for k, v in fitted.history.items() if v}
+    if data.validation[0] is data.test[0] and "val_accuracy" in last:  # the last epoch's, of these weights
+        single_loss, single_accuracy = last["val_loss"], last["val_accuracy"]
+    else:
+        single_loss, single_accuracy = model.evaluate(**run.test_data(), verbose=0)
     tta = with_tta(model, args.tta_level)
     tta.compile(loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
     test_loss, test_accuracy = tta.evaluate(**run.test_data(), verbose=0)

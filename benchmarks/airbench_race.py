@@ -15,6 +15,7 @@ backup). Precision: the script's default (bfloat16 where the CPU runs it
 natively), the peer autocast to bfloat16 then too. Each round runs both, the
 one that goes first alternating. The ratio is the peer's time over ours: 1.0x
 or more means ours is no slower. Writes benchmarks/results/airbench_race.{json,md}.
+On the CPU only: the peer has no GPU path yet (no GPU was lent to measure one).
 A benchmark, not a test: nothing here asserts a time.
 """
 
@@ -48,7 +49,7 @@ def ours(backend, epochs, subset, seed, keep=None):
     with tempfile.TemporaryDirectory() as scratch:
         out = os.path.join(keep, f"seed{seed}") if keep else scratch
         command = [sys.executable, os.path.join(ROOT, "airbench_cifar.py"), "--epochs", str(epochs), "--seed",
-                   str(seed), "--output-dir", out, "--verbose", "0"] + (["--subset", str(subset)] if subset else [])
+                   str(seed), "--output-dir", out, "--verbose", "0", "--fresh"] + (["--subset", str(subset)] if subset else [])
         done = subprocess.run(command, cwd=ROOT, env=dict(os.environ, KERAS_BACKEND=backend),
                               capture_output=True, text=True)
         if done.returncode:
@@ -111,6 +112,9 @@ def main(argv=None):
             runs[side] = ours(args.backend, args.epochs, args.subset, seed, args.keep) if side == "ours" else \
                 peer(args.epochs, args.subset, seed, bfloat16)
             print(f"  {runs[side]['job_seconds']:.0f} s, test accuracy {runs[side]['test_accuracy']:.4f}", flush=True)
+        if runs["ours"]["bfloat16"] != bfloat16:
+            raise SystemExit(f"ours trained in {'bfloat16' if runs['ours']['bfloat16'] else 'float32'}, the peer "
+                             f"in the other: not the same work")
         rounds.append(dict(runs, first=first, ratio=runs["peer"]["job_seconds"] / runs["ours"]["job_seconds"]))
     result = {"machine": hardware.machine_description(), "cpu_kind": cpu_kind(), "date": time.strftime("%Y-%m-%d"),
               "epochs": args.epochs, "subset": args.subset, "backend": args.backend, "bfloat16": bfloat16,

@@ -417,6 +417,8 @@ def parse_args(script, description, argv=None, choices=None, extra=None, only=No
         _check_folders(args)
     except UsageError as e:
         parser.error(str(e))
+    if args.data_dir is not None:  # recorded in checkpoints: the tools find it from any working folder
+        args.data_dir = os.path.abspath(args.data_dir)
     args._script, args._argv = script_name, argv  # what the run records as its command (not hyperparameters)
     return args
 

@@ -49,7 +49,8 @@ def setup(args, scale_learning_rate=True):
         if args.mixed_precision:
             print(f"Mixed precision (bfloat16) by default: this CPU runs it natively "
                   f"({', '.join(hardware.cpu_flags())}); --no-mixed-precision trains in float32")
-    elif getattr(args, "mixed_precision", False) and not _gpu() and not accelerators() and not hardware.cpu_flags():
+    elif getattr(args, "mixed_precision", False) and not _gpu() and not accelerators() and not hardware.cpu_flags() \
+            and os.path.isfile("/proc/cpuinfo"):  # (elsewhere the CPU's flags are not known)
         print(f"warning: --mixed-precision on a CPU without bfloat16 instructions (no {', no '.join(hardware.BF16_FLAGS)}) "
               "trains several times slower than float32 (resnet_cifar.py --n 1 on an AVX2-only EPYC: 33 against 301 images/s); "
               "--no-mixed-precision trains in float32", file=sys.stderr)

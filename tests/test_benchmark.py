@@ -122,7 +122,8 @@ def test_the_channels_first_variant_is_the_same_network_in_the_other_layout():
     assert keras.config.image_data_format() == "channels_last"
     assert keras.layers.BatchNormalization is keras.src.layers.BatchNormalization
     assert preprocessing.preprocess.__module__ == "cifarkit.preprocessing"
-    env = dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "benchmarks")]))
+    paths = [ROOT, os.path.join(ROOT, "benchmarks")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=os.pathsep.join(paths))
     done = subprocess.run([sys.executable, "-c", SAME_PREDICTIONS], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and "same predictions" in done.stdout, done.stderr[-2000:]

@@ -157,6 +157,7 @@ def test_a_script_says_and_records_the_precision_it_chose(tmp_path, monkeypatch,
     monkeypatch.setattr(devices, "native_bfloat16", lambda: native)
     monkeypatch.setattr(devices.hardware, "cpu_flags", lambda: ["avx512_bf16"] if native else [])
     monkeypatch.setattr(devices, "_gpu", lambda: False)  # bfloat16, not float16, on a GPU host too
+    monkeypatch.setattr(devices, "accelerators", lambda: [])
     use_synthetic(monkeypatch, n_train=64, n_test=32)
     out = tmp_path / "out"
     assert simple_cnn.main(["--model", "simple", "--epochs", "1", "--batch-size", "32", "--output-dir", str(out),
