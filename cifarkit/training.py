@@ -102,7 +102,8 @@ def one_hot(y, num_classes):
 # --------------------------------------------------------------------------
 
 # Settings that say where files are or how a run is shown: they may change on --resume.
-PLUMBING = {"resume", "fresh", "verbose", "output_dir", "data_dir", "multi_worker", "replicas", "test_files_sha256"}
+PLUMBING = {"resume", "fresh", "verbose", "output_dir", "data_dir", "multi_worker", "replicas", "test_files_sha256",
+            "test_images", "pid"}
 
 
 # What --resume may change: more epochs continue a run (the schedule is then defined over the new length).
@@ -176,6 +177,23 @@ def _as_flag(name, value):
 ON_OFF = ("mixed_precision",)  # settings whose flag comes with a --no- form
 
 
+def _training_now(record):
+    """The process id in a run's record while that process, not this one, still runs (else None)."""
+    try:
+        with open(record) as f:
+            pid = int(json.load(f).get("pid", 0))
+        if pid and pid != os.getpid():
+            os.kill(pid, 0)
+            return pid
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # a process of another user
+        return pid
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    return None
+
+
 def _start_or_resume(args, paths, name, epochs, hyperparameters, code=None):
     """Refuse to lose a run: a fresh start into a folder holding this run's
     backup or history needs --fresh; --resume needs the same settings as the
@@ -188,6 +206,10 @@ def _start_or_resume(args, paths, name, epochs, hyperparameters, code=None):
         if not backup.writer_alive(partial):  # what a killed run was writing when it died
             os.remove(partial)
     now = json.loads(json.dumps(hyperparameters, default=str))
+    owner = _training_now(record)
+    if owner:  # the same command started twice: the second must not delete or resume the first's files
+        raise UsageError(f"{out}: a run of {name} is training there now (process {owner}); wait for it to end or "
+                         f"choose another --output-dir (if process {owner} is no such run, delete {record})")
     state = backup.read_state(folder) if args.resume else None
     if state is not None:
         before = {}
@@ -199,8 +221,12 @@ def _start_or_resume(args, paths, name, epochs, hyperparameters, code=None):
                              f"batch {before.get('batch_size')}; resume it on as many (--devices N)")
         if before.get("test_files_sha256") not in (None, now.get("test_files_sha256")):
             raise UsageError(f"--resume: {now['dataset']}: its test split is not the one the run in {out} was "
-                             f"made with (files added, removed or renamed since: the model may have trained on "
-                             f"test images now); put the folder back as it was, or start afresh with --fresh")
+                             f"made with ({before.get('test_images', '?')} test images then, "
+                             f"{now.get('test_images', '?')} now: files added, removed or renamed, so the model "
+                             f"may have trained on test images now); put the folder back as it was, or start "
+                             f"afresh with --fresh")
+        if before.get("test_files_sha256"):  # the same files: the folder may have moved
+            before = dict(before, dataset=now["dataset"])
         changed = [c for c in _differences(before, now) if c[0] not in EXTENDABLE] if before else []
         if changed:
             listed = ", ".join(f"{_as_flag(k, b)} (now {_as_flag(k, n) if k in ON_OFF else repr(n)})"
@@ -224,7 +250,7 @@ def _start_or_resume(args, paths, name, epochs, hyperparameters, code=None):
                   f"{epochs} epochs")
         else:
             print(f"Resuming {name} after epoch {done} of {epochs} from {folder}")
-        backup.write_json(record, now, indent=1)  # a continued run records its new length
+        backup.write_json(record, dict(now, pid=os.getpid()), indent=1)  # a continued run records its new length
         _record_session(folder, code, done)
         return best_so_far
     if args.resume and os.path.isfile(paths["summary"]):
@@ -244,7 +270,7 @@ def _start_or_resume(args, paths, name, epochs, hyperparameters, code=None):
         if os.path.exists(stale):
             os.remove(stale)
     os.makedirs(folder, exist_ok=True)
-    backup.write_json(record, now, indent=1)
+    backup.write_json(record, dict(now, pid=os.getpid()), indent=1)
     _record_session(folder, code, 0)
     return -np.inf
 
@@ -320,7 +346,8 @@ class Run:
             self.record["data"] = data.source
         seen = dict(self.record["hyperparameters"])  # what --resume compares: the data as loaded too
         if data.source:  # a folder by its absolute path, however it was spelled, and its test split's files
-            seen.update(dataset=data.source["dataset"], test_files_sha256=data.source.get("test_files_sha256"))
+            seen.update(dataset=data.source["dataset"], test_files_sha256=data.source.get("test_files_sha256"),
+                        test_images=data.source.get("test_images"))
         best_so_far = _start_or_resume(args, self.files, name, args.epochs, seen, self.code)
         self.throughput = history.Throughput(len(data.train[0]))
         self.best = checkpoints.BestCheckpoint(self.files["best"], data.class_names, best=best_so_far,

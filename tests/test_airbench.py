@@ -205,3 +205,58 @@ def test_a_run_evaluates_and_saves_the_lookahead_average_with_the_whitening_froz
     network = saved.get_layer("network")
     for name in ("whiten", "block2_conv1", "head"):
         np.testing.assert_array_equal(network.get_layer(name).get_weights()[0], model.get_layer(name).get_weights()[0])
+
+
+def test_the_optimizer_takes_airbenchs_hyperparameters_in_their_decoupled_form():
+    """At batch 1024 airbench's 11.5 per 1024 images is 1.5 for the mean
+    loss, its weight decay 0.0153 per 1024 images is 0.0153 / 11.5 per unit
+    of rate; exactly the batch norms' biases get 64x the rate; the whitening
+    kernel is frozen from the start and its bias after 3 epochs."""
+    args = ab.parse_args([])
+    model = ab.build_model(normalization_of(smooth_images(4)))
+    optimizer = ab.optimizer_for(args, model, steps_per_epoch=48)
+    schedule = optimizer._learning_rate
+    assert schedule.peak == pytest.approx(1.5) and schedule.steps == 480
+    assert optimizer.decay == pytest.approx(0.0153 / 11.5)
+    betas = {w.path for w in model.trainable_weights if w.path.endswith("/beta")}
+    assert len(betas) == 6 and {p for p, s in optimizer.scales.items() if s == 64.0} == betas
+    assert optimizer.freeze_at == {"whiten/kernel": 0, "whiten/bias": 3 * 48}
+
+
+def test_the_lookahead_average_starts_from_the_weights_in_a_real_fit(tmp_path, monkeypatch):
+    """With no step to speak of (a rate of 1e-12, no decay), a run ends with
+    its initial weights: an average that started anywhere else (zeros, as
+    when its start was assigned where fit() did not keep it) pulls them away."""
+    use_synthetic(monkeypatch, n_train=64, n_test=32)
+    kept = {}
+    original = ab.build_model
+
+    def keep(*args, **kwargs):
+        kept["model"] = model = original(*args, **kwargs)
+        kept["start"] = [keras.ops.convert_to_numpy(w).copy() for w in model.trainable_weights]
+        return model
+    monkeypatch.setattr(ab, "build_model", keep)
+    assert ab.main(["--widths", "(8, 8, 8)", "--batch-size", "16", "--epochs", "2", "--verbose", "0", "--no-whiten",
+                    "--learning-rate", "1e-12", "--weight-decay", "0", "--output-dir", str(tmp_path / "out")]) == 0
+    for w, start in zip(kept["model"].trainable_weights, kept["start"]):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(w), start, atol=1e-6, err_msg=w.path)
+
+
+def test_the_checkpoint_loads_in_a_fresh_process_under_another_backend(tmp_path):
+    """The checkpoint with its views is plain Keras: a new process under
+    torch opens it with keras.models.load_model and predicts as it did here."""
+    import os
+    import subprocess
+    import sys
+    from conftest import ROOT
+    x = smooth_images(4, seed=2)
+    tta = ab.with_tta(ab.build_model(normalization_of(x), widths=(8, 8, 8)), 2)
+    tta.save(tmp_path / "tta.h5")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "expected.npy", tta.predict(x, verbose=0))
+    code = ("import sys, numpy as np, keras; m = keras.models.load_model(sys.argv[1] + '/tta.h5'); "
+            "np.testing.assert_allclose(m.predict(np.load(sys.argv[1] + '/x.npy'), verbose=0), "
+            "np.load(sys.argv[1] + '/expected.npy'), atol=1e-5); print('same', keras.backend.backend())")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, KERAS_BACKEND="torch"), timeout=600)
+    assert done.returncode == 0 and "same torch" in done.stdout, done.stderr[-2000:]

@@ -277,10 +277,14 @@ def test_resume_takes_the_folder_however_spelled_and_refuses_a_changed_test_spli
     assert simple_cnn.main(args + ["--dataset", str(folder), "--epochs", "1"]) == 0
     monkeypatch.chdir(tmp_path)
     assert simple_cnn.main(args + ["--dataset", "photos/", "--epochs", "2", "--resume"]) == 0
+    shutil.move(str(folder), str(tmp_path / "moved"))  # the same files elsewhere: resumes too
+    assert simple_cnn.main(args + ["--dataset", "moved", "--epochs", "3", "--resume"]) == 0
+    shutil.move(str(tmp_path / "moved"), str(folder))
     import cv2
     before = folders.FolderSplit(str(folder)).test_digest()
     for k in range(3):  # 13 bees: 3 held out, not 2
         assert cv2.imwrite(str(folder / "bee" / f"new{k}.png"), np.full((20, 20, 3), 90, np.uint8))
     assert folders.FolderSplit(str(folder)).test_digest() != before  # the split is drawn again
-    with pytest.raises(UsageError, match=r"photos: its test split is not the one the run .* was made with"):
-        simple_cnn.main(args + ["--dataset", str(folder), "--epochs", "3", "--resume"])
+    with pytest.raises(UsageError, match=r"photos: its test split is not the one the run .* was made with "
+                                         r"\(6 test images then, 7 now"):
+        simple_cnn.main(args + ["--dataset", str(folder), "--epochs", "4", "--resume"])

@@ -182,3 +182,32 @@ def test_data_parallel_training_scales_the_rate_of_sgd_only(script, argv, scaled
     hyperparameters = json.loads(path.read_text())["hyperparameters"]
     assert hyperparameters["batch_size"] == 32
     assert hyperparameters["learning_rate"] == pytest.approx(given * (2 if scaled else 1))
+
+
+def test_the_same_command_started_twice_leaves_the_first_alone(tmp_path, monkeypatch):
+    """While the first run trains its first epoch (nothing finished yet) a
+    second start of the same command would find nothing to lose and delete
+    the first's backup; the record names the process that trains there."""
+    import glob
+    import json
+    import subprocess
+    import sys
+    use_synthetic(monkeypatch, 64, 16)
+    out = tmp_path / "out"
+    monkeypatch.setattr(keras.Model, "fit", lambda *a, **k: (_ for _ in ()).throw(ValueError("stopped in epoch 1")))
+    with pytest.raises(ValueError):
+        simple_cnn.main(ARGS + ["--output-dir", str(out)])
+    (record,) = glob.glob(str(out / ".*_resume" / "run.json"))
+    first = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # the first run, training
+    try:
+        settings = json.load(open(record))
+        json.dump(dict(settings, pid=first.pid), open(record, "w"))
+        for extra in ([], ["--fresh"], ["--resume"]):
+            with pytest.raises(cli.UsageError, match=rf"is training there now \(process {first.pid}\)"):
+                simple_cnn.main(ARGS + ["--output-dir", str(out)] + extra)
+    finally:
+        first.kill()
+        first.wait()
+    monkeypatch.undo()
+    use_synthetic(monkeypatch, 64, 16)
+    assert simple_cnn.main(ARGS + ["--output-dir", str(out)]) == 0  # once it has ended
