@@ -46,7 +46,12 @@ predictions, and `inspect_checkpoint.py` its test accuracy. The per-epoch
     python airbench_cifar.py                     # 10 epochs, CIFAR-10
     python airbench_cifar.py --dataset photos/   # a folder of images, one subfolder per class
 
-Expected result: not yet measured (results/ will hold the runs).
+Expected result: 94.02% test accuracy with the 6 views (93.18% single view),
+the mean of three runs at the defaults (`python3 airbench_cifar.py`, then
+`--seed 1` and `--seed 2`: 94.08, 93.94 and 94.03%), TensorFlow in bfloat16 on
+a 2-core AMD EPYC with AVX512-BF16, 17 to 18 minutes of training each;
+results/airbench94_seed0/, _seed1/ and _seed2/ (commits 9fbdd79, a74a964 and
+4a92831). airbench94's own mean over 1,000 runs: 94.01%.
 """
 
 from cifarkit import quiet  # noqa: F401 (first: TensorFlow's start-up lines only when asked for)

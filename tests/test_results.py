@@ -132,7 +132,7 @@ def test_rows_name_their_commit_and_repeated_runs_get_their_mean():
     assert lines[0].rstrip().endswith("| `0123456` |") and lines[1].rstrip().endswith("| `abcdef0` + changes |")
     assert "| not recorded |" in results_table.row(SUMMARY)
     assert lines[2].startswith("| mean of the 2 runs above |")
-    assert "**91.30%** (91.00, 91.60)" in lines[2] and "met" in lines[2]
+    assert "**91.30%** (91.00, 91.60; sd 0.42)" in lines[2] and "met" in lines[2]  # the spread too
 
 
 def test_a_default_length_run_and_one_that_names_its_epochs_are_repeats_of_one_recipe():
